@@ -1,0 +1,67 @@
+"""Checkpoints: a state_dict plus the metadata that export and the runtime need.
+
+Loaded with `torch.load(weights_only=True)`: only tensors and plain containers, never pickled code.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .model import build_model
+
+REQUIRED_META = ("arch", "labels", "input_size", "channels", "mean", "std", "stem_stride")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and what is wrong."""
+
+
+def git_commit(cwd: str | os.PathLike | None = None) -> str:
+    """The current commit of the source tree, or 'unknown' outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=cwd or Path(__file__).resolve().parent, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict, **extra) -> None:
+    """Write atomically (a crash mid-write never leaves a truncated checkpoint)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"model": model.state_dict(), "meta": meta, **extra}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint safely and check its metadata."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or unsafe files
+        raise CheckpointError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "meta" not in ckpt:
+        raise CheckpointError(f"{path} is not a training checkpoint of this project (needs 'model' and 'meta')")
+    missing = [k for k in REQUIRED_META if k not in ckpt["meta"]]
+    if missing:
+        raise CheckpointError(f"{path}: metadata lacks {', '.join(missing)}")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, path: str | os.PathLike = "checkpoint") -> nn.Module:
+    """Rebuild the network a checkpoint describes and load its weights (eval mode)."""
+    meta = ckpt["meta"]
+    try:
+        model = build_model(meta["arch"], len(meta["labels"]), meta["channels"], meta["stem_stride"])
+        model.load_state_dict(ckpt["model"])
+    except (ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: weights do not fit arch {meta['arch']!r}: "
+                              f"{str(exc).strip().splitlines()[0]}") from None
+    return model.eval()

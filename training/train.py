@@ -1,0 +1,260 @@
+"""Train a MobileNetV3 expression classifier.
+
+    python -m training.train --data ferplus:../shared/datasets/ferplus --out runs/ferplus
+
+Also runs unchanged under `torchrun --nproc_per_node N` (DistributedDataParallel, gloo on CPU).
+Every epoch: validation, `last.pth` (resumable), `best.pth` (best validation accuracy, EMA weights
+when EMA is on), a row in `metrics.csv` and the curves in `curves.png`.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from .checkpoint import CheckpointError, git_commit, load_checkpoint, save_checkpoint
+from .datasets import DatasetError, load_dataset
+from .labels import labels_for
+from .losses import SoftTargetLoss
+from .model import ARCHS, build_model, count_mflops, count_parameters, load_pretrained
+from .transforms import ModelInput
+
+# FER2013 pixel statistics (gray, [0, 1] scale); used for RGB channels as well.
+FER_MEAN, FER_STD = 0.5077, 0.2550
+DEFAULT_FACE_MARGIN = 0.1
+
+
+@dataclass
+class EpochMetrics:
+    epoch: int
+    lr: float
+    train_loss: float
+    valid_loss: float
+    valid_accuracy: float
+    valid_accuracy_flip: float
+    seconds: float
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="KIND:PATH, KIND in ferplus, fer2013, rafdb, affectnet, folder")
+    p.add_argument("--arch", default="mobilenet_v3_small", choices=sorted(ARCHS))
+    p.add_argument("--num-classes", type=int, default=7, choices=(7, 8), help="8 adds Contempt")
+    p.add_argument("--input-size", type=int, default=48)
+    p.add_argument("--channels", type=int, default=1, choices=(1, 3))
+    p.add_argument("--stem-stride", type=int, default=1, choices=(1, 2))
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=128, help="per process")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--warmup-epochs", type=float, default=2.0)
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--focal-gamma", type=float, default=0.0, help="> 0 turns on the focal loss")
+    p.add_argument("--ema-decay", type=float, default=0.999, help="0 turns weight EMA off")
+    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--pretrained", help="local checkpoint to initialise from (mismatched head/stem skipped)")
+    p.add_argument("--workers", type=int, default=1, help="data-loading processes")
+    p.add_argument("--max-steps", type=int, default=0, help="stop each epoch after this many steps (smoke tests)")
+    p.add_argument("--out", default="runs/train")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def learning_rate(args: argparse.Namespace, step: int, steps_per_epoch: int) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    warmup = args.warmup_epochs * steps_per_epoch
+    total = args.epochs * steps_per_epoch
+    if step < warmup:
+        return args.lr * (step + 1) / warmup
+    return 0.5 * args.lr * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: DataLoader, criterion) -> tuple[float, float, float]:
+    """(loss, accuracy, accuracy with horizontal-flip averaging) against the hard labels."""
+    model.eval()
+    loss_sum, correct, correct_flip, n = 0.0, 0, 0, 0
+    for images, targets, hard in loader:
+        logits = model(images)
+        probs = logits.softmax(1) + model(images.flip(3)).softmax(1)
+        loss_sum += criterion(logits, targets).item() * len(images)
+        correct += (logits.argmax(1) == hard).sum().item()
+        correct_flip += (probs.argmax(1) == hard).sum().item()
+        n += len(images)
+    return loss_sum / n, correct / n, correct_flip / n
+
+
+class _WithHardLabels(torch.utils.data.Dataset):
+    """Adds the hard (evaluation) label to each item of a FaceDataset."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        image, target = self.dataset[i]
+        return image, target, int(self.dataset.hard_labels[i])
+
+
+def plot_curves(rows: list[EpochMetrics], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r.epoch for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(epochs, [r.train_loss for r in rows], label="train")
+    ax1.plot(epochs, [r.valid_loss for r in rows], label="valid")
+    ax1.set(xlabel="epoch", ylabel="loss", title="Loss")
+    ax1.legend()
+    ax2.plot(epochs, [100 * r.valid_accuracy for r in rows], label="valid")
+    ax2.plot(epochs, [100 * r.valid_accuracy_flip for r in rows], label="valid, flip TTA")
+    ax2.set(xlabel="epoch", ylabel="accuracy (%)", title="Validation accuracy")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def read_metrics(path: Path) -> list[EpochMetrics]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [EpochMetrics(int(r["epoch"]), *(float(r[k]) for k in list(r)[1:])) for r in csv.DictReader(f)]
+
+
+def append_metrics(path: Path, row: EpochMetrics) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(asdict(row)))
+        if new:
+            writer.writeheader()
+        writer.writerow(asdict(row))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        dist.init_process_group("gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    torch.manual_seed(args.seed + rank)
+    np.random.seed(args.seed + rank)
+    out = Path(args.out)
+    is_main = rank == 0
+
+    try:
+        labels = labels_for(args.num_classes)
+        train_set = load_dataset(args.data, "train", labels)
+        valid_set = load_dataset(args.data, "valid", labels)
+    except DatasetError as exc:
+        print(f"fer-train: error: {exc}", file=sys.stderr)
+        return 2
+    mean, std = [FER_MEAN] * args.channels, [FER_STD] * args.channels
+    train_set.transform = ModelInput(args.input_size, args.channels, mean, std, train=True)
+    valid_set.transform = ModelInput(args.input_size, args.channels, mean, std, train=False)
+
+    sampler = DistributedSampler(train_set, seed=args.seed) if distributed else None
+    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
+                              num_workers=args.workers, drop_last=True, persistent_workers=args.workers > 0)
+    valid_loader = DataLoader(_WithHardLabels(valid_set), batch_size=256, num_workers=0)
+
+    model = build_model(args.arch, len(labels), args.channels, args.stem_stride, args.dropout)
+    if args.pretrained:
+        skipped = load_pretrained(model, args.pretrained)
+        if is_main:
+            print(f"initialised from {args.pretrained}; {len(skipped)} tensors left as initialised")
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay)) if args.ema_decay else None
+    net = DistributedDataParallel(model) if distributed else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    criterion = SoftTargetLoss(args.label_smoothing, args.focal_gamma)
+
+    meta = {
+        "arch": args.arch, "labels": labels, "input_size": args.input_size, "channels": args.channels,
+        "stem_stride": args.stem_stride, "mean": mean, "std": std, "face_margin": DEFAULT_FACE_MARGIN,
+        "dataset": args.data.split(":", 1)[0], "train_command": shlex.join(["python", "-m", "training.train", *(argv or sys.argv[1:])]),
+        "source_commit": git_commit(), "params": count_parameters(model),
+        "mflops": round(count_mflops(model, args.channels, args.input_size), 2),
+    }
+    start_epoch, best_acc = 0, -1.0
+    if args.resume:
+        try:
+            state = load_checkpoint(out / "last.pth")
+        except CheckpointError as exc:
+            print(f"fer-train: error: {exc}", file=sys.stderr)
+            return 2
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if ema is not None and "ema" in state:
+            ema.load_state_dict(state["ema"])
+        start_epoch, best_acc = state["epoch"], state["best_accuracy"]
+        meta["train_command"] = state["meta"]["train_command"]
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"{args.arch}: {meta['params'] / 1e6:.2f} M parameters, {meta['mflops']} MFLOPs per face; "
+              f"{len(train_set)} train / {len(valid_set)} valid images; {world} process(es)")
+
+    steps_per_epoch = len(train_loader) if not args.max_steps else min(args.max_steps, len(train_loader))
+    for epoch in range(start_epoch, args.epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        net.train()
+        started, loss_sum, seen = time.time(), 0.0, 0
+        bar = tqdm(train_loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not is_main)
+        for step, (images, targets) in enumerate(bar):
+            if step >= steps_per_epoch:
+                break
+            lr = learning_rate(args, epoch * steps_per_epoch + step, steps_per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = criterion(net(images), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            loss_sum, seen = loss_sum + loss.item() * len(images), seen + len(images)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{lr:.2e}")
+        if not is_main:
+            continue
+        scored = ema.module if ema is not None else model
+        valid_loss, acc, acc_flip = evaluate(scored, valid_loader, criterion)
+        row = EpochMetrics(epoch + 1, lr, loss_sum / max(1, seen), valid_loss, acc, acc_flip, time.time() - started)
+        append_metrics(out / "metrics.csv", row)
+        plot_curves(read_metrics(out / "metrics.csv"), out / "curves.png")
+        if acc > best_acc:
+            best_acc = acc
+            save_checkpoint(out / "best.pth", scored, {**meta, "epoch": epoch + 1, "valid_accuracy": acc,
+                                                       "valid_accuracy_flip": acc_flip})
+        save_checkpoint(out / "last.pth", model, meta, optimizer=optimizer.state_dict(), epoch=epoch + 1,
+                        best_accuracy=best_acc, **({"ema": ema.state_dict()} if ema is not None else {}))
+        print(f"epoch {epoch + 1}: train loss {row.train_loss:.4f}, valid loss {valid_loss:.4f}, "
+              f"valid acc {100 * acc:.2f}% (flip {100 * acc_flip:.2f}%), best {100 * best_acc:.2f}%", flush=True)
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    if is_main:
+        print(f"best validation accuracy {100 * best_acc:.2f}%; checkpoint {out / 'best.pth'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
