@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         skipped = load_pretrained(model, args.pretrained)
         if is_main:
             print(f"initialised from {args.pretrained}; {len(skipped)} tensors left as initialised")
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay)) if args.ema_decay else None
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay), use_buffers=True) if args.ema_decay else None
     net = DistributedDataParallel(model) if distributed else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     criterion = SoftTargetLoss(args.label_smoothing, args.focal_gamma)
