@@ -1,0 +1,15 @@
+"""Torch-free facial-expression runtime: numpy, OpenCV and onnxruntime only.
+
+    from runtime import CascadeFaceDetector, ExpressionClassifier, BatchSolver
+    solver = BatchSolver(CascadeFaceDetector(), ExpressionClassifier())
+    print(solver.solve_in_json([(0, cv2.imread("face.jpg"))]))
+"""
+from .classifier import DEFAULT_MODEL, ExpressionClassifier, ModelError
+from .detectors import CascadeFaceDetector, CV2FaceDetector, YuNetFaceDetector
+from .smoothing import LinearExponentialSmoothing
+from .solvers import BatchSolver, CameraSolver, VideoSolver
+from .visualizer import Visualizer
+
+__all__ = ["BatchSolver", "CameraSolver", "CascadeFaceDetector", "CV2FaceDetector", "DEFAULT_MODEL",
+           "ExpressionClassifier", "LinearExponentialSmoothing", "ModelError", "VideoSolver", "Visualizer",
+           "YuNetFaceDetector"]

@@ -1,0 +1,115 @@
+"""OpenCV drawing of results: boxes with labels, a bar chart of the largest face's vector and a
+strip chart of its recent vectors, composed into one image."""
+from __future__ import annotations
+
+import os
+import sys
+from collections import deque
+
+import cv2
+import numpy as np
+
+from .detectors import to_bgr
+
+PALETTE = [(0, 200, 255), (180, 0, 180), (0, 140, 0), (0, 220, 0), (200, 120, 0), (0, 0, 230),
+           (160, 160, 160), (120, 60, 200)]  # BGR, one per class
+PANEL_WIDTH = 320
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def draw_faces(image: np.ndarray, results: list[dict]) -> np.ndarray:
+    """Draw every face's box with its label and probability onto `image` (BGR, in place)."""
+    for r in results:
+        x, y, w, h = r["box"]
+        color = PALETTE[r["result"] % len(PALETTE)]
+        cv2.rectangle(image, (x, y), (x + w, y + h), color, 2)
+        text = f"{r['label']} {r['probability']:.2f}"
+        (tw, th), _ = cv2.getTextSize(text, FONT, 0.5, 1)
+        top = max(0, y - th - 6)
+        cv2.rectangle(image, (x, top), (x + tw + 4, top + th + 6), color, -1)
+        cv2.putText(image, text, (x + 2, top + th + 2), FONT, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+    return image
+
+
+def has_display() -> bool:
+    """True when a window can be shown (a desktop session, not ssh or a headless OpenCV)."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False
+    return "GUI" in cv2.getBuildInformation() and "NO" not in _gui_line()
+
+
+def _gui_line() -> str:
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GUI:"):
+            return line.upper()
+    return "NO"
+
+
+class Visualizer:
+    """`update(results, frame)` then `render()` (an image) or `show()` (a window, when possible)."""
+
+    def __init__(self, label_table: list[str], window_size: int = 20, window_name: str = "Expressions"):
+        self.labels, self.window_name = list(label_table), window_name
+        self.history: deque[np.ndarray] = deque(maxlen=window_size)
+        self.results: list[dict] = []
+        self.frame: np.ndarray | None = None
+
+    def update(self, results: list[dict], frame: np.ndarray) -> None:
+        self.results, self.frame = results, frame
+        if results:
+            largest = max(results, key=lambda r: r["box"][2] * r["box"][3])
+            self.history.append(np.asarray(largest["vector"], np.float32))
+
+    def _bars(self, panel: np.ndarray, top: int, height: int) -> None:
+        cv2.putText(panel, "largest face", (10, top + 18), FONT, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        vector = self.history[-1] if self.results and self.history else np.zeros(len(self.labels))
+        row = (height - 30) / len(self.labels)
+        for i, (name, value) in enumerate(zip(self.labels, vector)):
+            y = int(top + 30 + i * row)
+            cv2.putText(panel, name, (10, y + int(row * 0.7)), FONT, 0.42, (230, 230, 230), 1, cv2.LINE_AA)
+            length = int(float(value) * (PANEL_WIDTH - 150))
+            cv2.rectangle(panel, (100, y + 3), (100 + length, y + int(row) - 3), PALETTE[i % len(PALETTE)], -1)
+            cv2.putText(panel, f"{float(value):.2f}", (106 + length, y + int(row * 0.7)), FONT, 0.4,
+                        (230, 230, 230), 1, cv2.LINE_AA)
+
+    def _strip(self, panel: np.ndarray, top: int, height: int) -> None:
+        cv2.putText(panel, f"last {self.history.maxlen} frames", (10, top + 18), FONT, 0.5, (255, 255, 255), 1,
+                    cv2.LINE_AA)
+        legend_rows = (len(self.labels) + 1) // 2
+        plot_top, plot_bottom = top + 28, top + height - 16 * legend_rows - 8
+        cv2.rectangle(panel, (10, plot_top), (PANEL_WIDTH - 10, plot_bottom), (90, 90, 90), 1)
+        if len(self.history) > 1:
+            values = np.stack(self.history)
+            xs = np.linspace(10, PANEL_WIDTH - 10, self.history.maxlen)[-len(values):]
+            for c in range(values.shape[1]):
+                ys = plot_bottom - values[:, c] * (plot_bottom - plot_top)
+                points = np.stack([xs, ys], 1).round().astype(np.int32)
+                cv2.polylines(panel, [points], False, PALETTE[c % len(PALETTE)], 2, cv2.LINE_AA)
+        for i, name in enumerate(self.labels):
+            x, y = 10 + (i % 2) * 150, plot_bottom + 18 + (i // 2) * 16
+            cv2.rectangle(panel, (x, y - 9), (x + 10, y + 1), PALETTE[i % len(PALETTE)], -1)
+            cv2.putText(panel, name, (x + 14, y), FONT, 0.4, (230, 230, 230), 1, cv2.LINE_AA)
+
+    def render(self) -> np.ndarray:
+        """The annotated frame with the chart panel on its right (BGR uint8)."""
+        frame = np.zeros((360, 480, 3), np.uint8) if self.frame is None else to_bgr(self.frame).copy()
+        draw_faces(frame, self.results)
+        height = max(frame.shape[0], 360)
+        canvas = np.zeros((height, frame.shape[1] + PANEL_WIDTH, 3), np.uint8)
+        canvas[:frame.shape[0], :frame.shape[1]] = frame
+        panel = canvas[:, frame.shape[1]:]
+        panel[:] = (30, 30, 30)
+        self._bars(panel, 0, height // 2)
+        self._strip(panel, height // 2, height - height // 2)
+        return canvas
+
+    def show(self, wait_ms: int = 1) -> int:
+        """Show the rendered image in a window when a display exists; returns the key pressed or -1."""
+        if not has_display():
+            return -1
+        cv2.imshow(self.window_name, self.render())
+        return cv2.waitKey(wait_ms)
+
+    def close(self) -> None:
+        if has_display():
+            cv2.destroyWindow(self.window_name)

@@ -1,0 +1,164 @@
+"""Evaluate a checkpoint (.pth) or an exported model (.onnx) on a data set split.
+
+    python -m training.eval --model ckpt/ferplus_mobilenetv3_small.pth --data ferplus:../shared/datasets/ferplus
+
+Prints one line per class (`Surprise: precision:0.71 recall:0.69 (10.7%, 329)`), the average,
+accuracy and macro F1; writes `confusion_matrix.png` and `metrics.json` to --out.
+ONNX models run through the runtime's own preprocessing (`runtime.ExpressionClassifier`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from .datasets import DatasetError, FaceDataset, load_dataset
+from .transforms import ModelInput
+
+
+@dataclass
+class ClassMetrics:
+    label: str
+    precision: float
+    recall: float
+    f1: float
+    share: float
+    count: int
+
+
+@dataclass
+class EvalReport:
+    classes: list[ClassMetrics]
+    accuracy: float
+    macro_precision: float
+    macro_recall: float
+    macro_f1: float
+    confusion: list[list[int]]
+    images: int
+
+    def table(self) -> str:
+        lines = [f"{c.label}: precision:{c.precision:.2f} recall:{c.recall:.2f} ({100 * c.share:.1f}%, {c.count})"
+                 for c in self.classes]
+        lines.append(f"Average: precision:{self.macro_precision:.2f} recall:{self.macro_recall:.2f}")
+        lines.append(f"Accuracy: {100 * self.accuracy:.2f}% on {self.images} images, macro F1: {self.macro_f1:.3f}")
+        return "\n".join(lines)
+
+
+def report_from_predictions(labels: list[str], truth: np.ndarray, predicted: np.ndarray) -> EvalReport:
+    """Per-class precision/recall/F1, macro averages and the confusion matrix (rows = truth)."""
+    k = len(labels)
+    confusion = np.bincount(truth * k + predicted, minlength=k * k).reshape(k, k)
+    tp = np.diag(confusion).astype(float)
+    precision = np.divide(tp, confusion.sum(0), out=np.zeros(k), where=confusion.sum(0) > 0)
+    recall = np.divide(tp, confusion.sum(1), out=np.zeros(k), where=confusion.sum(1) > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=precision + recall > 0)
+    counts = confusion.sum(1)
+    classes = [ClassMetrics(labels[i], float(precision[i]), float(recall[i]), float(f1[i]),
+                            float(counts[i] / counts.sum()), int(counts[i])) for i in range(k)]
+    return EvalReport(classes, float(tp.sum() / counts.sum()), float(precision.mean()), float(recall.mean()),
+                      float(f1.mean()), confusion.tolist(), int(counts.sum()))
+
+
+def plot_confusion(report: EvalReport, path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.array(report.confusion, dtype=float)
+    normalised = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    labels = [c.label for c in report.classes]
+    fig, ax = plt.subplots(figsize=(7, 6))
+    ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{int(matrix[i, j])}\n{normalised[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if normalised[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def predict_checkpoint(ckpt: dict, dataset: FaceDataset, flip: bool, batch_size: int = 256) -> np.ndarray:
+    meta = ckpt["meta"]
+    model = model_from_checkpoint(ckpt)
+    dataset.transform = ModelInput(meta["input_size"], meta["channels"], meta["mean"], meta["std"])
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+    out = []
+    with torch.no_grad():
+        for images, _ in tqdm(loader, desc="evaluate", leave=False):
+            probs = model(images).softmax(1)
+            if flip:
+                probs = probs + model(images.flip(3)).softmax(1)
+            out.append(probs.argmax(1).numpy())
+    return np.concatenate(out)
+
+
+def predict_onnx(path: str, dataset: FaceDataset, batch_size: int = 256) -> np.ndarray:
+    from runtime import ExpressionClassifier
+
+    classifier = ExpressionClassifier(path)
+    out = []
+    for start in tqdm(range(0, len(dataset), batch_size), desc="evaluate", leave=False):
+        faces = [dataset.read(dataset.items[i]) for i in range(start, min(len(dataset), start + batch_size))]
+        out.append(classifier.predict(faces).argmax(1))
+    return np.concatenate(out)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="checkpoint (.pth) or exported model (.onnx)")
+    p.add_argument("--data", required=True, help="KIND:PATH, e.g. ferplus:../shared/datasets/ferplus")
+    p.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    p.add_argument("--flip", action="store_true", help="average with the mirrored face (checkpoints only)")
+    p.add_argument("--limit", type=int, default=0, help="evaluate a fixed random subset of this size")
+    p.add_argument("--out", default="runs/eval")
+    p.add_argument("--record", action="store_true",
+                   help="store the measured accuracy in the checkpoint's metadata (read by the exporter)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    onnx_model = args.model.endswith(".onnx")
+    try:
+        if onnx_model:
+            from runtime import ExpressionClassifier
+            labels = ExpressionClassifier(args.model).express_table
+        else:
+            ckpt = load_checkpoint(args.model)
+            labels = ckpt["meta"]["labels"]
+        dataset = load_dataset(args.data, args.split, labels)
+    except (CheckpointError, DatasetError, ValueError) as exc:
+        print(f"fer-eval: error: {exc}", file=sys.stderr)
+        return 2
+    if args.limit and args.limit < len(dataset):
+        dataset = dataset.subset(np.sort(np.random.default_rng(0).permutation(len(dataset))[:args.limit]))
+    predicted = predict_onnx(args.model, dataset) if onnx_model else predict_checkpoint(ckpt, dataset, args.flip)
+    report = report_from_predictions(labels, dataset.hard_labels, predicted)
+    print(report.table())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_confusion(report, out / "confusion_matrix.png", f"{Path(args.model).name} on {args.data.split(':')[0]} {args.split}")
+    (out / "metrics.json").write_text(json.dumps({"model": args.model, "data": args.data, "split": args.split,
+                                                  "flip": args.flip, **asdict(report)}, indent=1))
+    print(f"confusion matrix: {out / 'confusion_matrix.png'}; all numbers: {out / 'metrics.json'}")
+    if args.record and not onnx_model:
+        ckpt["meta"]["test_accuracy"] = round(100 * report.accuracy, 2)
+        model = model_from_checkpoint(ckpt)
+        save_checkpoint(args.model, model, ckpt["meta"])
+        print(f"recorded test_accuracy {ckpt['meta']['test_accuracy']} in {args.model}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
