@@ -27,6 +27,7 @@ from .tracking import IntervalDetector
 from .visualizer import Visualizer, draw_faces, has_display
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_DETECT_WIDTH = 320
 VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 
 
@@ -53,7 +54,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--smoothing", type=float, default=0.3, help="smoothing rate across frames, 0 turns it off")
     p.add_argument("--detect-every", type=int, default=5,
                    help="full face detection every N frames, faces tracked in between (1: every frame)")
-    p.add_argument("--detect-width", type=int, default=320, help="detect on a copy this wide (0: full size)")
+    p.add_argument("--detect-width", type=int, default=None,
+                   help="detect on a copy this wide, 0 for full size (default: 320 for video and camera, "
+                        "full size for images)")
     p.add_argument("--headless", action="store_true", help="never open a window")
     p.add_argument("--output", help="annotated .mp4/.avi for video or camera; image file or folder for images")
     p.add_argument("--json", help="write one JSON line per frame here")
@@ -66,7 +69,7 @@ def build_pipeline(args: argparse.Namespace, video: bool):
     """(detector, classifier) as the options ask; the interval tracker only for video streams."""
     if args.smoothing < 0 or args.smoothing > 1:
         raise UsageError(f"--smoothing must be between 0 and 1, got {args.smoothing}")
-    detect_width = args.detect_width or None
+    detect_width = (VIDEO_DETECT_WIDTH if video else None) if args.detect_width is None else args.detect_width or None
     if args.detector == "yunet":
         if not args.detector_model:
             raise UsageError("--detector yunet needs --detector-model PATH (e.g. face_detection_yunet_2023mar.onnx)")

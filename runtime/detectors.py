@@ -45,8 +45,11 @@ class CascadeFaceDetector:
         path = Path(cascade_path) if cascade_path else Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
         if not path.is_file():
             raise FileNotFoundError(f"Haar cascade not found: {path}")
-        self.cascade = cv2.CascadeClassifier(str(path))
-        if self.cascade.empty():
+        try:
+            self.cascade = cv2.CascadeClassifier(str(path))
+        except (cv2.error, SystemError):
+            self.cascade = None
+        if self.cascade is None or self.cascade.empty():
             raise ValueError(f"cannot read Haar cascade {path}: not an OpenCV cascade XML file")
         self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
         self.min_size, self.detect_width = tuple(min_size), detect_width

@@ -1,0 +1,99 @@
+"""Shared fixtures: paths to the optional shared data, and a small exported model."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
+SHARED = ROOT.parent / "shared"
+SHIPPED_ONNX = ROOT / "ckpt" / "ferplus_mobilenetv3_small.onnx"
+SHIPPED_INT8 = ROOT / "ckpt" / "ferplus_mobilenetv3_small.int8.onnx"
+SHIPPED_PTH = ROOT / "ckpt" / "ferplus_mobilenetv3_small.pth"
+MODEL_CARD = ROOT / "ckpt" / "MODEL_CARD.md"
+
+
+def ferplus_root() -> Path | None:
+    root = Path(os.environ.get("FERPLUS_ROOT", SHARED / "datasets" / "ferplus"))
+    return root if (root / "FER2013Test" / "label.csv").is_file() else None
+
+
+@pytest.fixture(scope="session")
+def ferplus() -> Path:
+    root = ferplus_root()
+    if root is None:
+        pytest.skip("FER+ data not found at ../shared/datasets/ferplus (set FERPLUS_ROOT to a copy)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def media() -> Path:
+    path = SHARED / "media"
+    if not (path / "two_people.jpg").is_file():
+        pytest.skip("sample media not found at ../shared/media")
+    return path
+
+
+@pytest.fixture(scope="session")
+def yunet_model() -> Path:
+    path = SHARED / "models" / "face_detection_yunet_2026may.onnx"
+    if not path.is_file():
+        pytest.skip("YuNet model not found at ../shared/models")
+    return path
+
+
+def write_class_folder(root: Path, per_class: int = 10, size: int = 48, seed: int = 0) -> Path:
+    """A learnable 'plain folder' data set: each class is a bright band at its own height."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    names = ["surprised", "fear", "Disgust", "happy", "SAD", "angry", "neutral"]
+    for k, name in enumerate(names):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            image = rng.integers(0, 60, (size, size), dtype=np.uint8)
+            band = k * size // 7
+            image[band:band + size // 7] = 220
+            cv2.imwrite(str(root / name / f"{i:03d}.png"), image)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A random-init 7-class checkpoint with full metadata."""
+    from training.checkpoint import save_checkpoint
+    from training.labels import LABELS_7
+    from training.model import build_model
+    import torch
+
+    torch.manual_seed(0)
+    model = build_model("mobilenet_v3_small", 7, 1, 1)
+    # Non-trivial BatchNorm statistics so that parity is tested on realistic activations.
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(16, 1, 48, 48))
+    meta = {"arch": "mobilenet_v3_small", "labels": LABELS_7, "input_size": 48, "channels": 1, "stem_stride": 1,
+            "mean": [0.5], "std": [0.25], "face_margin": 0.1, "dataset": "test", "source_commit": "test"}
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
+    save_checkpoint(path, model.eval(), meta)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_checkpoint, tmp_path_factory) -> Path:
+    from export.to_onnx import main
+
+    out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    assert main(["--checkpoint", str(tiny_checkpoint), "--output", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def shipped_onnx() -> Path:
+    if not SHIPPED_ONNX.is_file():
+        pytest.fail(f"the shipped model {SHIPPED_ONNX} is missing")
+    return SHIPPED_ONNX

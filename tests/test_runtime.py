@@ -1,0 +1,185 @@
+"""The torch-free runtime on real faces: detectors, classifier, smoothing, solvers, visualizer."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+
+from runtime import (BatchSolver, CameraSolver, CascadeFaceDetector, CV2FaceDetector, ExpressionClassifier,
+                     LinearExponentialSmoothing, ModelError, VideoSolver, Visualizer, YuNetFaceDetector)
+from runtime.smoothing import box_iou
+from runtime.tracking import IntervalDetector
+
+from .conftest import DATA, ROOT
+
+
+def test_import_runtime_never_imports_torch():
+    code = ("import sys, runtime, runtime.camera; "
+            "bad = [m for m in ('torch', 'torchvision') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("name", ["obama-480p.jpg", "obama-1080p.jpg", "biden.jpg"])
+def test_haar_finds_one_face_on_portraits(name):
+    frame = cv2.imread(str(DATA / name))
+    boxes = CascadeFaceDetector().detect(frame)
+    assert boxes.shape == (1, 4) and boxes.dtype == np.int32
+    x, y, w, h = boxes[0]
+    assert 0 <= x and 0 <= y and x + w <= frame.shape[1] and y + h <= frame.shape[0] and w > 48
+
+
+def test_haar_gray_bgra_and_downscaled_detection_agree():
+    frame = cv2.imread(str(DATA / "obama-1080p.jpg"))
+    full = CascadeFaceDetector().detect(frame)[0]
+    assert box_iou(CascadeFaceDetector().detect(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))[0], full) > 0.99
+    assert box_iou(CascadeFaceDetector().detect(cv2.cvtColor(frame, cv2.COLOR_BGR2BGRA))[0], full) > 0.99
+    small = CascadeFaceDetector(detect_width=480).detect(frame)
+    assert len(small) == 1 and box_iou(small[0], full) > 0.7
+    assert CV2FaceDetector is CascadeFaceDetector
+
+
+def test_two_people_and_rgba_png(media):
+    assert len(CascadeFaceDetector().detect(cv2.imread(str(media / "two_people.jpg")))) == 2
+    for name in ("lin-manuel-miranda.png", "alex-lacamoire.png"):
+        rgba = cv2.imread(str(media / name), cv2.IMREAD_UNCHANGED)
+        assert rgba.shape[2] == 4
+        assert len(CascadeFaceDetector().detect(rgba)) == 1
+
+
+def test_missing_cascade_is_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="Haar cascade not found"):
+        CascadeFaceDetector(tmp_path / "nope.xml")
+    (tmp_path / "bad.xml").write_text("<opencv_storage></opencv_storage>")
+    with pytest.raises(ValueError, match="cannot read Haar cascade"):
+        CascadeFaceDetector(tmp_path / "bad.xml")
+
+
+def test_yunet(yunet_model, media):
+    detector = YuNetFaceDetector(yunet_model)
+    assert len(detector.detect(cv2.imread(str(DATA / "obama-480p.jpg")))) == 1
+    boxes = detector.detect(cv2.imread(str(media / "two_people.jpg")))
+    assert boxes.shape == (2, 4) and boxes.dtype == np.int32
+    haar = CascadeFaceDetector().detect(cv2.imread(str(DATA / "obama-480p.jpg")))[0]
+    assert box_iou(detector.detect(cv2.imread(str(DATA / "obama-480p.jpg")))[0], haar) > 0.4
+
+
+def test_predict_probabilities_for_any_face_format(tiny_onnx):
+    clf = ExpressionClassifier(tiny_onnx)
+    faces = [np.full((48, 48), 120, np.uint8), np.zeros((100, 80, 3), np.uint8), np.zeros((30, 30, 4), np.uint8)]
+    probs = clf.predict(faces)
+    assert probs.shape == (3, 7) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
+    assert clf.express_table[0] == "Surprise" and len(clf.express_table) == 7
+    assert clf.predict([]).shape == (0, 7)
+
+
+def test_detect_fields_and_box_outside_frame(tiny_onnx):
+    clf = ExpressionClassifier(tiny_onnx)
+    frame = cv2.imread(str(DATA / "obama-480p.jpg"))
+    results = clf.detect(frame, [(10, 20, 100, 100), (-30, 400, 100, 100)])
+    assert len(results) == 2
+    for r in results:
+        assert set(r) == {"box", "vector", "result", "probability", "label"}
+        assert r["vector"].dtype == np.float32 and r["label"] == clf.express_table[r["result"]]
+        assert r["probability"] == pytest.approx(float(r["vector"].max()))
+    assert results[1]["box"] == (-30, 400, 100, 100)
+
+
+def test_model_without_required_metadata(tiny_onnx, tmp_path):
+    proto = onnx.load(str(tiny_onnx))
+    kept = [p for p in proto.metadata_props if p.key != "face_margin"]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    path = tmp_path / "nomargin.onnx"
+    onnx.save(proto, str(path))
+    with pytest.raises(ModelError, match="lacks the metadata key 'face_margin'"):
+        ExpressionClassifier(path)
+    with pytest.raises(ModelError, match="model not found"):
+        ExpressionClassifier(tmp_path / "missing.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"junk")
+    with pytest.raises(ModelError, match="cannot load ONNX model"):
+        ExpressionClassifier(tmp_path / "junk.onnx")
+
+
+def _result(box, vector):
+    vector = np.asarray(vector, np.float32)
+    return {"box": box, "vector": vector, "result": int(vector.argmax()), "probability": float(vector.max())}
+
+
+def test_smoothing_math_and_one_to_one_matching():
+    smooth = LinearExponentialSmoothing(rate=0.3)
+    a, b = (0, 0, 100, 100), (300, 0, 100, 100)
+    smooth([_result(a, [1, 0, 0]), _result(b, [0, 0, 1])])
+    out = smooth([_result((5, 0, 100, 100), [0, 1, 0]), _result((600, 0, 50, 50), [0, 1, 0])])
+    np.testing.assert_allclose(out[0]["vector"], [0.7, 0.3, 0])  # 0.3 * now + 0.7 * previous
+    assert out[0]["result"] == 0 and out[0]["probability"] == pytest.approx(0.7)
+    np.testing.assert_allclose(out[1]["vector"], [0, 1, 0])  # no overlap: starts fresh
+    # two faces overlapping the same previous face: only the best match blends
+    smooth.reset()
+    smooth([_result(a, [1, 0, 0])])
+    out = smooth([_result((2, 0, 100, 100), [0, 0, 1]), _result((20, 0, 100, 100), [0, 0, 1])])
+    np.testing.assert_allclose(out[0]["vector"], [0.7, 0, 0.3])
+    np.testing.assert_allclose(out[1]["vector"], [0, 0, 1])
+
+
+def test_batch_solver_json(tiny_onnx):
+    solver = BatchSolver(CascadeFaceDetector(), ExpressionClassifier(tiny_onnx), batch_size=2)
+    face = cv2.imread(str(DATA / "obama-480p.jpg"))
+    blank = np.zeros((240, 320, 3), np.uint8)
+    items = [(7, face), (8, blank), (9, cv2.cvtColor(face, cv2.COLOR_BGR2GRAY)), (10, face)]
+    out = json.loads(solver.solve_in_json(items))
+    assert list(out) == ["Vector", "Class", "Boxes", "Exist", "Index"]
+    assert out["Index"] == [7, 8, 9, 10] and out["Exist"] == [True, False, True, True]
+    assert np.array(out["Vector"]).shape == (4, 7) and np.array(out["Boxes"]).shape == (4, 4)
+    assert out["Vector"][1] == [0.0] * 7 and out["Class"][1] == "" and out["Boxes"][1] == [0, 0, 0, 0]
+    assert out["Class"][0] in solver.classifier.express_table
+    assert all(isinstance(v, int) for v in out["Boxes"][0]) and all(isinstance(e, bool) for e in out["Exist"])
+    assert all(v == round(v, 3) for v in out["Vector"][0]) and abs(sum(out["Vector"][0]) - 1) < 0.01
+    assert out["Vector"][0] == out["Vector"][3]
+
+
+@pytest.mark.parametrize("bad, message", [(None, "image 5: expected a numpy array"),
+                                          (np.zeros((0, 0, 3), np.uint8), "image 5: expected a non-empty"),
+                                          (np.zeros((10, 10, 3), np.float32), "image 5: expected dtype uint8"),
+                                          (np.zeros((10, 10, 2), np.uint8), "image 5: expected a non-empty")])
+def test_batch_solver_bad_items(tiny_onnx, bad, message):
+    solver = BatchSolver(CascadeFaceDetector(), ExpressionClassifier(tiny_onnx))
+    with pytest.raises(ValueError, match=message):
+        solver.solve([(4, np.zeros((10, 10), np.uint8)), (5, bad)])
+
+
+def test_video_solver_over_sample_clip(tiny_onnx, media):
+    with VideoSolver(IntervalDetector(CascadeFaceDetector(detect_width=320)), ExpressionClassifier(tiny_onnx)) as solver:
+        solver.start(media / "short_hamilton_clip.mp4")
+        assert solver.fps == pytest.approx(29.97, abs=0.01)
+        frames = faces = 0
+        for results, frame in solver:
+            assert frame.shape == (360, 640, 3)
+            frames, faces = frames + 1, faces + len(results)
+        assert frames == 275 and faces > 100
+        assert solver.get_solved_frame() == ([], None)
+    with pytest.raises(FileNotFoundError, match="video not found"):
+        VideoSolver(CascadeFaceDetector(), ExpressionClassifier(tiny_onnx)).start("missing.mp4")
+
+
+def test_camera_that_does_not_exist(tiny_onnx):
+    with pytest.raises(RuntimeError, match="cannot open camera 57"):
+        CameraSolver(CascadeFaceDetector(), ExpressionClassifier(tiny_onnx)).start(57)
+
+
+def test_visualizer_renders_boxes_and_charts(tiny_onnx):
+    clf = ExpressionClassifier(tiny_onnx)
+    frame = cv2.imread(str(DATA / "obama-480p.jpg"))
+    vis = Visualizer(clf.express_table, window_size=5)
+    for _ in range(7):
+        vis.update(clf.detect(frame, CascadeFaceDetector().detect(frame)), frame)
+    image = vis.render()
+    assert image.shape == (480, 853 + 320, 3)
+    assert len(vis.history) == 5
+    assert image[:, 853:].std() > 10  # the chart panel is drawn

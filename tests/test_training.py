@@ -1,0 +1,93 @@
+"""Training smoke tests (a few steps, never a real run), losses, model budget and eval's table."""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from training.checkpoint import load_checkpoint, model_from_checkpoint
+from training.eval import report_from_predictions
+from training.labels import LABELS_7
+from training.losses import SoftTargetLoss
+from training.model import build_model, count_mflops, count_parameters
+from training.train import main as train_main
+
+from .conftest import ROOT, write_class_folder
+
+
+def _losses(out):
+    with open(out / "metrics.csv") as f:
+        return [float(r["train_loss"]) for r in csv.DictReader(f)]
+
+
+def test_smoke_training_loss_falls_and_checkpoint_reloads(tmp_path):
+    data = write_class_folder(tmp_path / "data", per_class=10)  # 70 images, 63 for training
+    out = tmp_path / "run"
+    args = ["--data", f"folder:{data}", "--epochs", "6", "--batch-size", "16", "--lr", "3e-3", "--warmup-epochs", "0",
+            "--ema-decay", "0", "--workers", "0", "--out", str(out)]
+    assert train_main(args) == 0
+    losses = _losses(out)
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    assert (out / "curves.png").stat().st_size > 1000
+    ckpt = load_checkpoint(out / "best.pth")
+    assert ckpt["meta"]["labels"] == LABELS_7 and ckpt["meta"]["input_size"] == 48
+    model = model_from_checkpoint(ckpt)
+    assert model(torch.zeros(2, 1, 48, 48)).shape == (2, 7)
+    # --resume continues from last.pth without redoing finished epochs
+    assert train_main(args[:3] + ["8"] + args[4:] + ["--resume"]) == 0
+    assert len(_losses(out)) == 8
+
+
+def test_distributed_two_processes(tmp_path):
+    data = write_class_folder(tmp_path / "data", per_class=6)
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "training.train", "--data", f"folder:{data}", "--epochs", "1", "--batch-size", "8", "--max-steps", "2",
+           "--workers", "0", "--out", str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 process(es)" in done.stdout
+    assert (out / "best.pth").is_file()
+
+
+def test_bad_data_is_a_one_line_error(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "training.train", "--data", f"ferplus:{tmp_path}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("fer-train: error: FER+ label file not found")
+    assert "Traceback" not in done.stderr
+
+
+def test_soft_target_loss():
+    logits = torch.tensor([[2.0, 0.0, -1.0]])
+    target = torch.tensor([[0.7, 0.3, 0.0]])
+    expected = -(target * logits.log_softmax(1)).sum()
+    assert torch.isclose(SoftTargetLoss()(logits, target), expected)
+    one_hot = torch.tensor([[1.0, 0.0, 0.0]])
+    assert torch.isclose(SoftTargetLoss()(logits, one_hot), torch.nn.functional.cross_entropy(logits, torch.tensor([0])))
+    # focal weighting shrinks the loss of a confident, correct prediction
+    assert SoftTargetLoss(gamma=2.0)(logits, one_hot) < SoftTargetLoss()(logits, one_hot)
+    smoothed = SoftTargetLoss(label_smoothing=0.1)(logits, one_hot)
+    assert torch.isclose(smoothed, torch.nn.functional.cross_entropy(logits, torch.tensor([0]), label_smoothing=0.1))
+
+
+def test_shipped_architecture_is_edge_sized():
+    model = build_model("mobilenet_v3_small", 7, in_channels=1, stem_stride=1)
+    assert count_parameters(model) <= 3_000_000
+    assert count_mflops(model, 1, 48) <= 60
+
+
+def test_eval_table_format():
+    truth = np.array([0, 0, 1, 1, 2, 3, 4, 5, 6, 6])
+    pred = np.array([0, 1, 1, 1, 2, 3, 4, 5, 6, 0])
+    report = report_from_predictions(LABELS_7, truth, pred)
+    lines = report.table().splitlines()
+    assert lines[0] == "Surprise: precision:0.50 recall:0.50 (20.0%, 2)"
+    assert lines[1] == "Fear: precision:0.67 recall:1.00 (20.0%, 2)"
+    assert lines[7].startswith("Average: precision:")
+    assert report.accuracy == pytest.approx(0.8)
+    assert np.array(report.confusion).sum() == 10
