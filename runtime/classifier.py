@@ -116,7 +116,11 @@ class ExpressionClassifier:
         for i, face in enumerate(faces):
             if not isinstance(face, np.ndarray) or face.size == 0 or face.ndim not in (2, 3):
                 raise ValueError(f"face {i} is not a non-empty image array")
-        logits = self.session.run(None, {self._input_name: self.preprocess(faces)})[0]
+        return self.classify(self.preprocess(faces))
+
+    def classify(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities for an already preprocessed [N, C, H, W] batch (one onnxruntime call)."""
+        logits = self.session.run(None, {self._input_name: batch})[0]
         return softmax(logits.astype(np.float32))
 
     def crop(self, frame: np.ndarray, box) -> np.ndarray:
@@ -124,20 +128,32 @@ class ExpressionClassifier:
         x, y, w, h = widen_box(box, self.face_margin, frame.shape)
         return frame[y:y + h, x:x + w]
 
-    def detect(self, frame: np.ndarray, boxes) -> list[dict]:
-        """One dict per box: box, vector, result, probability, label (smoothed if a smoother is set).
-        Boxes that fall entirely outside the frame are skipped."""
+    def crop_faces(self, frame: np.ndarray, boxes) -> tuple[list[tuple[int, int, int, int]], list[np.ndarray]]:
+        """(boxes, crops) for the boxes that overlap the frame; boxes entirely outside are dropped."""
         kept, crops = [], []
         for box in boxes:
             crop = self.crop(frame, box)
             if crop.size:
                 kept.append(tuple(int(v) for v in box))
                 crops.append(crop)
-        vectors = self.predict(crops)
-        results = [{"box": box, "vector": vector, "result": int(vector.argmax()),
-                    "probability": float(vector.max())} for box, vector in zip(kept, vectors)]
-        if self.smoother is not None:
-            results = self.smoother(results)
+        return kept, crops
+
+    def to_results(self, boxes, vectors: np.ndarray) -> list[dict]:
+        """The seed's result dicts (box, vector, result, probability) plus the label."""
+        return [{"box": box, "vector": vector, "result": int(vector.argmax()), "probability": float(vector.max()),
+                 "label": self.express_table[int(vector.argmax())]} for box, vector in zip(boxes, vectors)]
+
+    def smooth(self, results: list[dict]) -> list[dict]:
+        """Apply the smoother (if any) and refresh the labels of the results it changed."""
+        if self.smoother is None:
+            return results
+        results = self.smoother(results)
         for r in results:
             r["label"] = self.express_table[r["result"]]
         return results
+
+    def detect(self, frame: np.ndarray, boxes) -> list[dict]:
+        """One dict per box: box, vector, result, probability, label (smoothed if a smoother is set).
+        Crops are widened by the face margin and clipped; boxes entirely outside the frame are skipped."""
+        boxes, crops = self.crop_faces(frame, boxes)
+        return self.smooth(self.to_results(boxes, self.predict(crops)))

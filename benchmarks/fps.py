@@ -1,0 +1,302 @@
+"""Measured speed of every stage of the runtime pipeline on a video.
+
+    python benchmarks/fps.py --source ../shared/media/short_hamilton_clip.mp4 --threads 1
+    python benchmarks/fps.py --source CLIP --compare          # fp32/int8, Haar/YuNet, fast settings on/off
+    python benchmarks/fps.py --source CLIP --soak 10000       # RSS growth over a long run
+
+Reports the time per frame of each stage (decode, detect, crop+preprocess, classify, smooth, draw),
+end-to-end FPS, faces per second, the classifier's per-face latency (p50/p95), peak RSS and the
+decode-only FPS of the same video (the ceiling). Recall is measured against full-frame Haar
+detection with the same parameters on every frame (a face counts when a box has IoU >= 0.5).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # `python benchmarks/fps.py` from a checkout without installing
+
+from runtime import CascadeFaceDetector, ExpressionClassifier, LinearExponentialSmoothing, VideoSolver, YuNetFaceDetector  # noqa: E402
+from runtime.classifier import DEFAULT_MODEL  # noqa: E402
+from runtime.smoothing import box_iou  # noqa: E402
+from runtime.tracking import IntervalDetector  # noqa: E402
+from runtime.visualizer import draw_faces  # noqa: E402
+
+try:
+    from tqdm import tqdm
+except ImportError:  # the runtime-only install has no tqdm
+    def tqdm(iterable, **_):
+        return iterable
+
+STAGES = ("decode", "detect", "preprocess", "classify", "smooth", "draw")
+DEFAULT_SOURCE = ROOT.parent / "shared" / "media" / "short_hamilton_clip.mp4"
+DEFAULT_YUNET = ROOT.parent / "shared" / "models" / "face_detection_yunet_2026may.onnx"
+# The runtime's fast defaults (runtime.camera and this benchmark).
+FAST = {"detect_every": 5, "detect_width": 320}
+SLOW = {"detect_every": 1, "detect_width": 0}
+
+
+class UsageError(Exception):
+    pass
+
+
+@dataclass
+class RunReport:
+    name: str
+    frames: int
+    faces: int
+    ms_per_frame: dict[str, float]
+    fps: float
+    faces_per_second: float
+    classifier_ms_per_face_p50: float
+    classifier_ms_per_face_p95: float
+    decode_only_fps: float
+    ratio_to_decode: float
+    recall: float | None = None
+    boxes: list = field(default_factory=list, repr=False)
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "numpy": np.__version__, "opencv": cv2.__version__, "onnxruntime": ort.__version__}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def read_frames(source: Path, count: int) -> list[np.ndarray]:
+    """Up to `count` frames, looping the video if it is shorter."""
+    capture = cv2.VideoCapture(str(source))
+    if not capture.isOpened():
+        raise UsageError(f"cannot open video {source}")
+    frames = []
+    while len(frames) < count:
+        ok, frame = capture.read()
+        if not ok:
+            if not frames:
+                raise UsageError(f"no frames in video {source}")
+            capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            continue
+        frames.append(frame)
+    capture.release()
+    return frames
+
+
+def decode_fps(source: Path, count: int) -> float:
+    capture = cv2.VideoCapture(str(source))
+    started, n = time.perf_counter(), 0
+    while n < count:
+        ok, _ = capture.read()
+        if not ok:
+            capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            continue
+        n += 1
+    capture.release()
+    return n / (time.perf_counter() - started)
+
+
+def make_detector(kind: str, model: Path | None, detect_every: int, detect_width: int):
+    width = detect_width or None
+    detector = YuNetFaceDetector(model, detect_width=width) if kind == "yunet" else CascadeFaceDetector(detect_width=width)
+    return IntervalDetector(detector, every=detect_every) if detect_every > 1 else detector
+
+
+def face_latency(classifier: ExpressionClassifier, face: np.ndarray, repeats: int = 300) -> tuple[float, float]:
+    """p50/p95 milliseconds of classifying one preprocessed face."""
+    batch = classifier.preprocess([face]).copy()
+    for _ in range(20):
+        classifier.classify(batch)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        classifier.classify(batch)
+        times.append(time.perf_counter() - started)
+    return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 95) * 1e3)
+
+
+def run_pipeline(name: str, source: Path, frames: int, detector, classifier: ExpressionClassifier,
+                 decode_only: float) -> RunReport:
+    """Decode and solve `frames` frames, timing each stage."""
+    capture = cv2.VideoCapture(str(source))
+    totals = dict.fromkeys(STAGES, 0.0)
+    faces, boxes_per_frame, sample_face = 0, [], None
+    for _ in tqdm(range(frames), desc=name, leave=False):
+        t0 = time.perf_counter()
+        ok, frame = capture.read()
+        if not ok:
+            capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, frame = capture.read()
+        t1 = time.perf_counter()
+        boxes = detector.detect(frame)
+        t2 = time.perf_counter()
+        kept, crops = classifier.crop_faces(frame, boxes)
+        batch = classifier.preprocess(crops)
+        t3 = time.perf_counter()
+        results = classifier.to_results(kept, classifier.classify(batch)) if crops else []
+        t4 = time.perf_counter()
+        results = classifier.smooth(results)
+        t5 = time.perf_counter()
+        draw_faces(frame, results)
+        t6 = time.perf_counter()
+        for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
+            totals[stage] += seconds
+        faces += len(results)
+        boxes_per_frame.append([list(map(int, b)) for b in kept])
+        if crops and sample_face is None:
+            sample_face = crops[0].copy()
+    capture.release()
+    total = sum(totals.values())
+    p50, p95 = face_latency(classifier, sample_face) if sample_face is not None else (float("nan"),) * 2
+    return RunReport(name, frames, faces, {k: round(1e3 * v / frames, 3) for k, v in totals.items()},
+                     round(frames / total, 1), round(faces / total, 1), round(p50, 3), round(p95, 3),
+                     round(decode_only, 1), round(frames / total / decode_only, 3), boxes=boxes_per_frame)
+
+
+def recall(found: list, reference: list) -> float:
+    """Share of reference boxes matched one-to-one by a found box with IoU >= 0.5."""
+    hit = total = 0
+    for mine, ref in zip(found, reference):
+        total += len(ref)
+        free = list(mine)
+        for r in ref:
+            best = max(free, key=lambda b: box_iou(b, r), default=None)
+            if best is not None and box_iou(best, r) >= 0.5:
+                hit += 1
+                free.remove(best)
+    return hit / total if total else 1.0
+
+
+def soak(source: Path, frames: int, detector, classifier: ExpressionClassifier) -> dict:
+    """Loop the video through VideoSolver for `frames` frames, sampling RSS."""
+    samples, n = [], 0
+    solver = VideoSolver(detector, classifier)
+    bar = tqdm(total=frames, desc="soak")
+    while n < frames:
+        solver.start(source)
+        for _ in solver:
+            n += 1
+            getattr(bar, "update", lambda _: None)(1)
+            if n % 250 == 0:
+                samples.append((n, round(current_rss_mb(), 2)))
+            if n >= frames:
+                break
+    solver.close()
+    warm = [rss for count, rss in samples if count >= min(1000, frames // 5)]
+    growth = (warm[-1] - warm[0]) if len(warm) > 1 else 0.0
+    return {"frames": n, "rss_mb_samples": samples, "rss_growth_after_warmup_mb": round(growth, 2)}
+
+
+def print_table(reports: list[RunReport]) -> None:
+    header = (f"{'variant':34} {'FPS':>7} {'x dec':>6} " + " ".join(f"{s[:7]:>7}" for s in STAGES)
+              + f" {'faces/s':>8} {'ms/face':>8} {'p95':>6} {'recall':>7}")
+    print(header)
+    print("-" * len(header))
+    for r in reports:
+        stages = " ".join(f"{r.ms_per_frame[s]:7.3f}" for s in STAGES)
+        rec = "" if r.recall is None else f"{100 * r.recall:6.1f}%"
+        print(f"{r.name:34} {r.fps:7.1f} {r.ratio_to_decode:6.2f} {stages} {r.faces_per_second:8.1f} "
+              f"{r.classifier_ms_per_face_p50:8.3f} {r.classifier_ms_per_face_p95:6.3f} {rec:>7}")
+    print("(stage columns: milliseconds per frame; ms/face and p95: classifier latency for one face; "
+          "x dec: share of decode-only FPS)")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="fer-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", default=str(DEFAULT_SOURCE), help="video file")
+    p.add_argument("--model", default=str(DEFAULT_MODEL))
+    p.add_argument("--detector", choices=("haar", "yunet"), default="haar")
+    p.add_argument("--detector-model", default=str(DEFAULT_YUNET))
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
+    p.add_argument("--frames", type=int, default=300)
+    p.add_argument("--detect-every", type=int, default=FAST["detect_every"])
+    p.add_argument("--detect-width", type=int, default=FAST["detect_width"], help="0: full size")
+    p.add_argument("--compare", action="store_true", help="fp32/int8, Haar/YuNet, fast settings on/off")
+    p.add_argument("--soak", type=int, default=0, help="loop the video for N frames and report RSS growth")
+    p.add_argument("--json", help="write the report here")
+    return p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict:
+    source = Path(args.source)
+    if not source.is_file():
+        raise UsageError(f"video not found: {source}")
+    cv2.setNumThreads(args.threads)
+    decode_only = decode_fps(source, args.frames)
+    classifier = lambda model: ExpressionClassifier(model, LinearExponentialSmoothing(0.3), threads=args.threads)
+    report: dict = {"machine": machine(), "source": str(source), "threads": args.threads, "frames": args.frames}
+    if args.soak:
+        detector = make_detector(args.detector, Path(args.detector_model), args.detect_every, args.detect_width)
+        report["soak"] = soak(source, args.soak, detector, classifier(args.model))
+        print(f"soak: {report['soak']['frames']} frames, RSS growth after warm-up "
+              f"{report['soak']['rss_growth_after_warmup_mb']} MB")
+        return report
+    variants = [(f"{Path(args.model).stem} {args.detector} every={args.detect_every} w={args.detect_width}",
+                 args.model, args.detector, args.detect_every, args.detect_width)]
+    if args.compare:
+        int8 = str(Path(args.model).with_name(Path(args.model).name.replace(".onnx", ".int8.onnx")))
+        fast, slow = (FAST["detect_every"], FAST["detect_width"]), (SLOW["detect_every"], SLOW["detect_width"])
+        variants = [("fp32 haar fast (default)", args.model, "haar", *fast),
+                    ("int8 haar fast", int8, "haar", *fast),
+                    ("fp32 haar full-frame every frame", args.model, "haar", *slow),
+                    ("fp32 haar downscaled every frame", args.model, "haar", 1, FAST["detect_width"]),
+                    ("fp32 haar full-size every 5th", args.model, "haar", FAST["detect_every"], 0)]
+        if Path(args.detector_model).is_file():
+            variants += [("fp32 yunet fast", args.model, "yunet", *fast),
+                         ("fp32 yunet full-frame every frame", args.model, "yunet", *slow)]
+    reference = None
+    if args.compare:
+        reference = run_pipeline("reference", source, args.frames, make_detector("haar", None, **SLOW),
+                                 classifier(args.model), decode_only).boxes
+    reports = []
+    for name, model, kind, every, width in variants:
+        detector = make_detector(kind, Path(args.detector_model), every, width)
+        r = run_pipeline(name, source, args.frames, detector, classifier(model), decode_only)
+        if reference is not None:
+            r.recall = round(recall(r.boxes, reference), 4)
+        reports.append(r)
+    print_table(reports)
+    report.update(runs=[{k: v for k, v in asdict(r).items() if k != "boxes"} for r in reports],
+                  peak_rss_mb=round(peak_rss_mb(), 1))
+    print(f"peak RSS {report['peak_rss_mb']} MB; decode-only {decode_only:.1f} FPS; {report['machine']['cpu']}, "
+          f"{report['machine']['cores']} cores, onnxruntime {ort.__version__}, {args.threads} thread(s)")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        report = run(args)
+    except (UsageError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"fer-bench: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+        print(f"report: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
