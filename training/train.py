@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
@@ -73,6 +73,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
+
+
+def ema_average(decay: float):
+    """EMA update with warm-up: the decay grows as (1 + n) / (10 + n) up to `decay`, so the average
+    forgets the random initialisation within the first few hundred steps."""
+
+    def average(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+        n = float(num_averaged)
+        d = min(decay, (1 + n) / (10 + n))
+        return averaged * d + current * (1 - d)
+
+    return average
 
 
 def learning_rate(args: argparse.Namespace, step: int, steps_per_epoch: int) -> float:
@@ -182,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         skipped = load_pretrained(model, args.pretrained)
         if is_main:
             print(f"initialised from {args.pretrained}; {len(skipped)} tensors left as initialised")
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay), use_buffers=True) if args.ema_decay else None
+    ema = AveragedModel(model, avg_fn=ema_average(args.ema_decay), use_buffers=True) if args.ema_decay else None
     net = DistributedDataParallel(model) if distributed else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     criterion = SoftTargetLoss(args.label_smoothing, args.focal_gamma)
