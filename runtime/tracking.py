@@ -1,22 +1,13 @@
-"""Cheaper detection for video: a full-frame detection every N frames; in between, each known face
-is looked for only in a small region around its last box (a local re-detection, a fraction of the
-cost). A face not found there is not reported but is searched for again, around its last box, on
-the next frames until the next full detection."""
+"""Cheaper detection for video: a full-frame detection every N frames, and in between each known
+face is looked for only in a small region around its last box. A face not found there triggers
+a full detection at once, so faces are not lost between full detections."""
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
 from .classifier import widen_box
 from .detectors import NO_BOXES
 from .smoothing import box_iou
-
-
-@dataclass
-class Track:
-    box: np.ndarray
-    missed: int = 0
 
 
 class IntervalDetector:
@@ -29,14 +20,15 @@ class IntervalDetector:
         self.reset()
 
     def reset(self) -> None:
-        self.tracks: list[Track] = []
-        self.since_full: int | None = None
+        self.boxes, self.since_full = NO_BOXES.copy(), None
 
-    def _search(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray | None:
-        """The face nearest `box` inside the region around it, or None when there is none."""
+    def _full(self, frame: np.ndarray) -> np.ndarray:
+        self.boxes, self.since_full = self.detector.detect(frame), 0
+        return self.boxes
+
+    def _follow(self, frame: np.ndarray, box) -> np.ndarray | None:
+        """The face nearest `box` inside the region around it, or None when it is gone."""
         x, y, w, h = widen_box(box, self.search_margin, frame.shape)
-        if w == 0 or h == 0:
-            return None
         found = self.detector.detect(frame[y:y + h, x:x + w])
         if len(found) == 0:
             return None
@@ -45,15 +37,13 @@ class IntervalDetector:
 
     def detect(self, frame: np.ndarray) -> np.ndarray:
         if self.since_full is None or self.since_full + 1 >= self.every:
-            boxes = self.detector.detect(frame)
-            self.tracks, self.since_full = [Track(box) for box in boxes], 0
-            return boxes
+            return self._full(frame)
         self.since_full += 1
-        for track in self.tracks:
-            moved = self._search(frame, track.box)
+        followed = []
+        for box in self.boxes:
+            moved = self._follow(frame, box)
             if moved is None:
-                track.missed += 1
-            else:
-                track.box, track.missed = moved, 0
-        found = [t.box for t in self.tracks if t.missed == 0]
-        return np.array(found, dtype=np.int32).reshape(-1, 4) if found else NO_BOXES.copy()
+                return self._full(frame)
+            followed.append(moved)
+        self.boxes = np.array(followed, dtype=np.int32).reshape(-1, 4)
+        return self.boxes

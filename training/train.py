@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import math
 import os
 import shlex
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel
+from torch.optim.swa_utils import AveragedModel, update_bn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
@@ -36,6 +37,7 @@ from .transforms import ModelInput
 # FER2013 pixel statistics (gray, [0, 1] scale); used for RGB channels as well.
 FER_MEAN, FER_STD = 0.5077, 0.2550
 DEFAULT_FACE_MARGIN = 0.1
+BN_BATCHES = 40  # training batches used to re-estimate the EMA model's BatchNorm statistics
 
 
 @dataclass
@@ -194,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         skipped = load_pretrained(model, args.pretrained)
         if is_main:
             print(f"initialised from {args.pretrained}; {len(skipped)} tensors left as initialised")
-    ema = AveragedModel(model, avg_fn=ema_average(args.ema_decay), use_buffers=True) if args.ema_decay else None
+    ema = AveragedModel(model, avg_fn=ema_average(args.ema_decay)) if args.ema_decay else None
     net = DistributedDataParallel(model) if distributed else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     criterion = SoftTargetLoss(args.label_smoothing, args.focal_gamma)
@@ -248,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         if not is_main:
             continue
         scored = ema.module if ema is not None else model
+        if ema is not None:
+            # Averaged weights need their own BatchNorm statistics (averaging the running stats of
+            # a fast-changing network gives unusable ones): re-estimate them on training batches.
+            update_bn(itertools.islice(train_loader, BN_BATCHES), scored)
         valid_loss, acc, acc_flip = evaluate(scored, valid_loader, criterion)
         row = EpochMetrics(epoch + 1, lr, loss_sum / max(1, seen), valid_loss, acc, acc_flip, time.time() - started)
         append_metrics(out / "metrics.csv", row)
