@@ -94,7 +94,7 @@ def export_fp32(ckpt: dict, output: Path, opset: int, sample: torch.Tensor, sour
 class _Calibration:
     """onnxruntime CalibrationDataReader over a batch of preprocessed faces."""
 
-    def __init__(self, batch: np.ndarray, chunk: int = 32):
+    def __init__(self, batch: np.ndarray, chunk: int = 1):
         self.chunks = iter([batch[i:i + chunk] for i in range(0, len(batch), chunk)])
 
     def get_next(self):
@@ -103,7 +103,10 @@ class _Calibration:
 
 
 def export_int8(fp32_path: Path, output: Path, calibration: np.ndarray) -> Path:
-    """Static INT8 quantization (QDQ, per-channel weights) calibrated on real faces."""
+    """Static INT8 quantization (QDQ, per-channel weights) calibrated on real faces.
+
+    Percentile calibration (99.999th) lost the least accuracy on FER+ among MinMax, Entropy and
+    Percentile (see ckpt/MODEL_CARD.md); its histograms need equal-sized batches, hence one face each."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -112,7 +115,7 @@ def export_int8(fp32_path: Path, output: Path, calibration: np.ndarray) -> Path:
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(output), _Calibration(calibration), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+                        calibrate_method=CalibrationMethod.Percentile)
     proto = onnx.load(str(output))
     set_metadata(proto, {p.key: p.value for p in onnx.load(str(fp32_path)).metadata_props})
     onnx.save(proto, str(output))
