@@ -22,12 +22,11 @@ import numpy as np
 from .classifier import ExpressionClassifier, ModelError
 from .detectors import CascadeFaceDetector, YuNetFaceDetector
 from .smoothing import LinearExponentialSmoothing
-from .solvers import CameraSolver, VideoSolver
-from .tracking import IntervalDetector
+from .solvers import DEFAULT_DETECT_EVERY, CameraSolver, VideoSolver
 from .visualizer import Visualizer, draw_faces, has_display
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-VIDEO_DETECT_WIDTH = 320
+VIDEO_DETECT_WIDTH = 640
 VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 
 
@@ -52,10 +51,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--detector", choices=("haar", "yunet"), default="haar")
     p.add_argument("--detector-model", help="YuNet ONNX file (needed with --detector yunet)")
     p.add_argument("--smoothing", type=float, default=0.3, help="smoothing rate across frames, 0 turns it off")
-    p.add_argument("--detect-every", type=int, default=5,
+    p.add_argument("--detect-every", type=int, default=DEFAULT_DETECT_EVERY,
                    help="full face detection every N frames, faces tracked in between (1: every frame)")
     p.add_argument("--detect-width", type=int, default=None,
-                   help="detect on a copy this wide, 0 for full size (default: 320 for video and camera, "
+                   help="detect on a copy this wide, 0 for full size (default: 640 for video and camera, "
                         "full size for images)")
     p.add_argument("--headless", action="store_true", help="never open a window")
     p.add_argument("--output", help="annotated .mp4/.avi for video or camera; image file or folder for images")
@@ -66,7 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def build_pipeline(args: argparse.Namespace, video: bool):
-    """(detector, classifier) as the options ask; the interval tracker only for video streams."""
+    """(detector, classifier) as the options ask; smoothing only for video streams."""
     if args.smoothing < 0 or args.smoothing > 1:
         raise UsageError(f"--smoothing must be between 0 and 1, got {args.smoothing}")
     detect_width = (VIDEO_DETECT_WIDTH if video else None) if args.detect_width is None else args.detect_width or None
@@ -76,8 +75,6 @@ def build_pipeline(args: argparse.Namespace, video: bool):
         detector = YuNetFaceDetector(args.detector_model, detect_width=detect_width)
     else:
         detector = CascadeFaceDetector(detect_width=detect_width)
-    if video and args.detect_every > 1:
-        detector = IntervalDetector(detector, every=args.detect_every)
     smoother = LinearExponentialSmoothing(args.smoothing) if video and args.smoothing > 0 else None
     return detector, ExpressionClassifier(args.model, smoother=smoother, threads=args.threads)
 
@@ -176,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
     detector, classifier = build_pipeline(args, video=images is None)
     solver = None
     if images is None:
-        solver = CameraSolver(detector, classifier).start(int(source)) if is_camera else VideoSolver(detector, classifier).start(path)
+        kind = CameraSolver if is_camera else VideoSolver
+        solver = kind(detector, classifier, detect_every=args.detect_every).start(int(source) if is_camera else path)
         frames = stream_frames(solver, is_camera)
     else:
         frames = image_frames(images, detector, classifier)

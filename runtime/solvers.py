@@ -10,12 +10,20 @@ import cv2
 import numpy as np
 
 from .classifier import ExpressionClassifier
+from .tracking import IntervalDetector
+
+DEFAULT_DETECT_EVERY = 5
 
 
 class _StreamSolver:
-    """Frames from a cv2.VideoCapture, each solved into (results, frame)."""
+    """Frames from a cv2.VideoCapture, each solved into (results, frame).
 
-    def __init__(self, detector, classifier: ExpressionClassifier):
+    With `detect_every` > 1 (the default, 5) the detector runs on the whole frame only every N
+    frames and follows the known faces in between (see `runtime.tracking.IntervalDetector`)."""
+
+    def __init__(self, detector, classifier: ExpressionClassifier, detect_every: int = DEFAULT_DETECT_EVERY):
+        if detect_every > 1 and not isinstance(detector, IntervalDetector):
+            detector = IntervalDetector(detector, every=detect_every)
         self.detector, self.classifier = detector, classifier
         self.capture: cv2.VideoCapture | None = None
         self.frame_index = -1
