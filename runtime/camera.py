@@ -207,7 +207,8 @@ def run(args: argparse.Namespace) -> int:
         if visualizer is not None:
             visualizer.close()
     elapsed = time.monotonic() - started
-    print(f"\r{count} frames, {faces} faces, {count / max(elapsed, 1e-9):.1f} fps{stopped}", file=sys.stderr)
+    progress_shown = "\n" if last_print else ""
+    print(f"{progress_shown}{count} frames, {faces} faces, {count / max(elapsed, 1e-9):.1f} fps{stopped}", file=sys.stderr)
     for what, where in (("annotated output", args.output), ("JSON lines", args.json)):
         if where:
             print(f"{what}: {where}")
