@@ -119,7 +119,7 @@ class Outputs:
         if json_path:
             self._make_dir(Path(json_path).parent)
             try:
-                self.json = open(json_path, "w")
+                self.json = open(json_path, "w", buffering=1)  # line-buffered: readable while running
             except OSError as exc:
                 raise UsageError(f"cannot write {json_path}: {exc.strerror}") from None
 

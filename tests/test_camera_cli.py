@@ -62,3 +62,26 @@ def test_user_errors_exit_2_with_one_line(tiny_onnx, args, message):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("fer-camera: error: ")
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_ctrl_c_finalizes_outputs(tiny_onnx, media, tmp_path):
+    import signal
+    import time
+
+    out, lines = tmp_path / "partial.avi", tmp_path / "partial.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.camera", "--source", str(media / "short_hamilton_clip.mp4"),
+                             "--model", str(tiny_onnx), "--headless", "--detect-every", "1", "--detect-width", "0",
+                             "--output", str(out), "--json", str(lines)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while (not lines.exists() or lines.stat().st_size == 0) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "stopped by Ctrl-C" in stderr and "Traceback" not in stderr
+    records = [json.loads(line) for line in lines.read_text().splitlines()]
+    assert 0 < len(records) < 275
+    video = cv2.VideoCapture(str(out))
+    assert video.isOpened() and int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == len(records)
