@@ -106,16 +106,23 @@ def export_int8(fp32_path: Path, output: Path, calibration: np.ndarray) -> Path:
     """Static INT8 quantization (QDQ, per-channel weights) calibrated on real faces.
 
     Percentile calibration (99.999th) lost the least accuracy on FER+ among MinMax, Entropy and
-    Percentile (see ckpt/MODEL_CARD.md); its histograms need equal-sized batches, hence one face each."""
+    Percentile (see ckpt/MODEL_CARD.md); its histograms need equal-sized batches, hence one face each.
+    MinMax is the fallback when a histogram cannot be built (an activation with no range)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(output), _Calibration(calibration), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.Percentile)
+        options = dict(quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                       weight_type=QuantType.QInt8)
+        try:
+            quantize_static(str(prepared), str(output), _Calibration(calibration),
+                            calibrate_method=CalibrationMethod.Percentile, **options)
+        except ValueError as exc:  # histograms fail on activations with a (near) zero range
+            print(f"percentile calibration failed ({exc}); using MinMax", file=sys.stderr)
+            quantize_static(str(prepared), str(output), _Calibration(calibration),
+                            calibrate_method=CalibrationMethod.MinMax, **options)
     proto = onnx.load(str(output))
     set_metadata(proto, {p.key: p.value for p in onnx.load(str(fp32_path)).metadata_props})
     onnx.save(proto, str(output))
