@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from .detectors import to_gray
+from .detectors import to_gray, to_rgb
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "ckpt" / "ferplus_mobilenetv3_small.onnx"
 REQUIRED_METADATA = ("labels", "input_size", "channels", "mean", "std", "face_margin")
@@ -97,11 +97,7 @@ class ExpressionClassifier:
             self._buffer = np.empty((n, self.channels, size, size), np.float32)
         batch = self._buffer[:n]
         for i, face in enumerate(faces):
-            if self.channels == 1:
-                pixels = to_gray(face)
-            else:
-                pixels = cv2.cvtColor(face, cv2.COLOR_GRAY2RGB if face.ndim == 2 else
-                                      cv2.COLOR_BGRA2RGB if face.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+            pixels = to_gray(face) if self.channels == 1 else to_rgb(face)
             if pixels.shape[:2] != (size, size):
                 pixels = cv2.resize(pixels, (size, size), interpolation=cv2.INTER_AREA)
             batch[i] = pixels.reshape(size, size, -1).transpose(2, 0, 1)

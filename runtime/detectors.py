@@ -27,6 +27,13 @@ def to_bgr(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR) if frame.shape[2] == 4 else frame
 
 
+def to_rgb(frame: np.ndarray) -> np.ndarray:
+    """RGB copy of a gray, BGR or BGRA frame (the channel order of 3-channel models)."""
+    if frame.ndim == 2 or frame.shape[2] == 1:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(frame, cv2.COLOR_BGRA2RGB if frame.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+
+
 def _scaled_copy(image: np.ndarray, detect_width: int | None) -> tuple[np.ndarray, float]:
     """`image` shrunk to `detect_width` pixels wide (never enlarged) and the factor back to it."""
     width = image.shape[1]

@@ -1,6 +1,6 @@
 """Image preprocessing for training and evaluation (torchvision transforms v2).
 
-The evaluation path matches the runtime's: gray (or BGR->RGB) conversion, resize to the input
+The evaluation path matches the runtime's (and shares its colour conversion): gray (or RGB), resize to the input
 size with area interpolation, scale to [0, 1], normalise by mean/std.
 """
 from __future__ import annotations
@@ -10,20 +10,12 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
+from runtime.detectors import to_gray, to_rgb
+
 
 def to_model_image(image: np.ndarray, channels: int, input_size: int) -> torch.Tensor:
     """uint8 gray/BGR/BGRA array -> uint8 tensor [channels, input_size, input_size]."""
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if channels == 1:
-        if image.ndim == 3:
-            image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
-        image = image[:, :, None]
-    else:
-        if image.ndim == 2:
-            image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-        else:
-            image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    image = to_gray(image)[:, :, None] if channels == 1 else to_rgb(image)
     if image.shape[:2] != (input_size, input_size):
         image = cv2.resize(image, (input_size, input_size), interpolation=cv2.INTER_AREA)
         if image.ndim == 2:
