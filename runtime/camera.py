@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from .classifier import ExpressionClassifier, ModelError
-from .detectors import CascadeFaceDetector, YuNetFaceDetector
+from .detectors import CascadeFaceDetector, YuNetFaceDetector, to_bgr
 from .smoothing import LinearExponentialSmoothing
 from .solvers import DEFAULT_DETECT_EVERY, CameraSolver, VideoSolver
 from .visualizer import Visualizer, draw_faces, has_display
@@ -112,7 +112,10 @@ class Outputs:
         self.json = None
         if self.output and images is None and self.output.suffix.lower() not in VIDEO_CODECS:
             raise UsageError(f"--output for a video or camera must end in {' or '.join(VIDEO_CODECS)}, got {self.output}")
-        if self.output and images is not None and (len(images) > 1 or self.output.suffix.lower() not in IMAGE_EXTENSIONS):
+        # images go into a folder unless one image is written to a file name with an image extension
+        self.into_folder = bool(self.output) and images is not None and (
+            len(images) > 1 or self.output.suffix.lower() not in IMAGE_EXTENSIONS)
+        if self.into_folder:
             self._make_dir(self.output)
         elif self.output:
             self._make_dir(self.output.parent)
@@ -139,8 +142,7 @@ class Outputs:
                 record["image"] = frame.name
             self.json.write(json.dumps(record) + "\n")
         if self.output:
-            self._write_image(draw_faces(frame.image.copy() if frame.image.ndim == 3 else
-                                         cv2.cvtColor(frame.image, cv2.COLOR_GRAY2BGR), frame.results), frame)
+            self._write_image(draw_faces(to_bgr(frame.image).copy(), frame.results), frame)
 
     def _write_image(self, annotated: np.ndarray, frame: Frame) -> None:
         if self.images is None:
@@ -150,9 +152,9 @@ class Outputs:
                 self.writer = cv2.VideoWriter(str(self.output), fourcc, self.fps, (width, height))
                 if not self.writer.isOpened():
                     raise UsageError(f"cannot write video {self.output}")
-            self.writer.write(annotated[:, :, :3])
+            self.writer.write(annotated)
             return
-        target = self.output / frame.name if self.output.suffix.lower() not in IMAGE_EXTENSIONS or len(self.images) > 1 else self.output
+        target = self.output / frame.name if self.into_folder else self.output
         if not cv2.imwrite(str(target), annotated):
             raise UsageError(f"cannot write image {target}")
 
