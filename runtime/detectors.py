@@ -1,5 +1,7 @@
-"""Face detectors with one contract: `detect(frame) -> int array [K, 4]` of x, y, w, h boxes in the
-frame's own pixels, for BGR, BGRA or grayscale frames."""
+"""Face detectors with one contract: `detect(frame, roi=None, size_range=None) -> int array [K, 4]` of
+x, y, w, h boxes in the frame's own pixels, for BGR, BGRA or grayscale frames. `roi` limits the search
+to a region and `size_range` to faces of a width range (both in frame pixels): the cheap search that
+`runtime.tracking` runs around a known face."""
 from __future__ import annotations
 
 import os
@@ -34,21 +36,45 @@ def to_rgb(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_BGRA2RGB if frame.shape[2] == 4 else cv2.COLOR_BGR2RGB)
 
 
-def _scaled_copy(image: np.ndarray, detect_width: int | None) -> tuple[np.ndarray, float]:
-    """`image` shrunk to `detect_width` pixels wide (never enlarged) and the factor back to it."""
-    width = image.shape[1]
-    if not detect_width or width <= detect_width:
-        return image, 1.0
-    scale = width / detect_width
-    height = max(1, round(image.shape[0] / scale))
-    return cv2.resize(image, (detect_width, height), interpolation=cv2.INTER_AREA), scale
+def _shrink_factor(width: int, detect_width: int | None) -> float:
+    """The factor that makes an image `width` pixels wide `detect_width` wide (never enlarging)."""
+    return width / detect_width if detect_width and width > detect_width else 1.0
+
+
+def _search_area(frame: np.ndarray, scale: float, roi, convert) -> tuple[np.ndarray, int, int]:
+    """The part of `frame` to search: the `roi` (x, y, w, h; the whole frame when None), converted
+    by `convert` (to_gray, to_bgr), then shrunk by `scale`.
+    Returns (image, x and y offset of the region)."""
+    x, y = 0, 0
+    if roi is not None:
+        x, y, w, h = (int(v) for v in roi)
+        frame = frame[y:y + h, x:x + w]
+    frame = convert(frame)
+    if scale > 1.0:
+        size = (max(1, round(frame.shape[1] / scale)), max(1, round(frame.shape[0] / scale)))
+        frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+    return frame, x, y
+
+
+def _to_frame_pixels(boxes, scale: float, x: int, y: int) -> np.ndarray:
+    """Boxes found in a search area, as int32 x, y, w, h in the frame's pixels."""
+    if len(boxes) == 0:
+        return NO_BOXES.copy()
+    boxes = np.round(np.asarray(boxes, dtype=np.float64)[:, :4] * scale).astype(np.int32)
+    boxes[:, :2] += (x, y)
+    return boxes
 
 
 class CascadeFaceDetector:
-    """OpenCV Haar-cascade face detector (frontal faces)."""
+    """OpenCV Haar-cascade face detector (frontal faces).
+
+    `min_neighbors` overlapping hits make a face on a whole frame; a search in a region around a
+    known face (`roi`) needs only `roi_min_neighbors`: the face is already known, and a cropped
+    region samples the image on another grid, which leaves fewer overlapping hits on the same face."""
 
     def __init__(self, cascade_path: str | os.PathLike | None = None, scale_factor: float = 1.1,
-                 min_neighbors: int = 5, min_size: tuple[int, int] = (48, 48), detect_width: int | None = None):
+                 min_neighbors: int = 5, min_size: tuple[int, int] = (48, 48), detect_width: int | None = None,
+                 roi_min_neighbors: int = 1):
         path = Path(cascade_path) if cascade_path else Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
         if not path.is_file():
             raise FileNotFoundError(f"Haar cascade not found: {path}")
@@ -60,15 +86,21 @@ class CascadeFaceDetector:
             raise ValueError(f"cannot read Haar cascade {path}: not an OpenCV cascade XML file")
         self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
         self.min_size, self.detect_width = tuple(min_size), detect_width
+        self.roi_min_neighbors = roi_min_neighbors
 
-    def detect(self, frame: np.ndarray) -> np.ndarray:
-        small, scale = _scaled_copy(to_gray(frame), self.detect_width)
-        min_size = tuple(max(1, round(s / scale)) for s in self.min_size)
-        boxes = self.cascade.detectMultiScale(small, scaleFactor=self.scale_factor,
-                                              minNeighbors=self.min_neighbors, minSize=min_size)
-        if len(boxes) == 0:
+    def detect(self, frame: np.ndarray, roi=None, size_range: tuple[float, float] | None = None) -> np.ndarray:
+        """Faces in `frame` (or in its `roi`), optionally only those `size_range` = (min, max) pixels wide."""
+        low, high = size_range if size_range else (0, 0)
+        scale = _shrink_factor(frame.shape[1], self.detect_width)
+        area, x, y = _search_area(frame, scale, roi, to_gray)
+        min_side = tuple(max(1, round(max(low, side) / scale)) for side in self.min_size)
+        max_side = (round(high / scale),) * 2 if high else (0, 0)
+        if area.shape[0] < min_side[1] or area.shape[1] < min_side[0] or (high and max_side[0] < min_side[0]):
             return NO_BOXES.copy()
-        return np.round(np.asarray(boxes, dtype=np.float64) * scale).astype(np.int32)
+        neighbors = self.min_neighbors if roi is None else self.roi_min_neighbors
+        boxes = self.cascade.detectMultiScale(area, scaleFactor=self.scale_factor, minNeighbors=neighbors,
+                                              minSize=min_side, maxSize=max_side)
+        return _to_frame_pixels(boxes, scale, x, y)
 
 
 CV2FaceDetector = CascadeFaceDetector  # the seed's name
@@ -89,13 +121,16 @@ class YuNetFaceDetector:
         self.detect_width = detect_width
         self._input_size: tuple[int, int] | None = None
 
-    def detect(self, frame: np.ndarray) -> np.ndarray:
-        small, scale = _scaled_copy(to_bgr(frame), self.detect_width)
-        size = (small.shape[1], small.shape[0])
+    def detect(self, frame: np.ndarray, roi=None, size_range: tuple[float, float] | None = None) -> np.ndarray:
+        """Faces in `frame` (or in its `roi`), optionally only those `size_range` = (min, max) pixels wide."""
+        scale = _shrink_factor(frame.shape[1], self.detect_width)
+        area, x, y = _search_area(frame, scale, roi, to_bgr)
+        size = (area.shape[1], area.shape[0])
         if size != self._input_size:
             self.net.setInputSize(size)
             self._input_size = size
-        _, faces = self.net.detect(small)
-        if faces is None or len(faces) == 0:
-            return NO_BOXES.copy()
-        return np.round(faces[:, :4] * scale).astype(np.int32)
+        _, faces = self.net.detect(area)
+        boxes = _to_frame_pixels(faces if faces is not None else [], scale, x, y)
+        if size_range:
+            boxes = boxes[(boxes[:, 2] >= size_range[0]) & (boxes[:, 2] <= size_range[1])]
+        return boxes
