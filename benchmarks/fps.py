@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))  # `python benchmarks/fps.py` from a checkout with
 from runtime import CascadeFaceDetector, ExpressionClassifier, LinearExponentialSmoothing, VideoSolver, YuNetFaceDetector  # noqa: E402
 from runtime.classifier import DEFAULT_MODEL  # noqa: E402
 from runtime.smoothing import box_iou  # noqa: E402
-from runtime.tracking import IntervalDetector  # noqa: E402
+from runtime.tracking import DEFAULT_DETECT_EVERY, IntervalDetector  # noqa: E402
 from runtime.visualizer import draw_faces  # noqa: E402
 
 try:
@@ -44,7 +44,7 @@ STAGES = ("decode", "detect", "preprocess", "classify", "smooth", "draw")
 DEFAULT_SOURCE = ROOT.parent / "shared" / "media" / "short_hamilton_clip.mp4"
 DEFAULT_YUNET = ROOT.parent / "shared" / "models" / "face_detection_yunet_2026may.onnx"
 # The runtime's fast defaults (runtime.camera and this benchmark).
-FAST = {"detect_every": 5, "detect_width": 640}
+FAST = {"detect_every": DEFAULT_DETECT_EVERY, "detect_width": 640}
 SLOW = {"detect_every": 1, "detect_width": 0}
 
 
@@ -118,10 +118,11 @@ def decode_fps(source: Path, count: int) -> float:
     return n / (time.perf_counter() - started)
 
 
-def make_detector(kind: str, model: Path | None, detect_every: int, detect_width: int):
+def make_detector(kind: str, model: Path | None, detect_every: int, detect_width: int, **tracking):
+    """The detector a variant runs; `tracking` holds IntervalDetector options other than `every`."""
     width = detect_width or None
     detector = YuNetFaceDetector(model, detect_width=width) if kind == "yunet" else CascadeFaceDetector(detect_width=width)
-    return IntervalDetector(detector, every=detect_every) if detect_every > 1 else detector
+    return IntervalDetector(detector, every=detect_every, **tracking) if detect_every > 1 else detector
 
 
 def face_latency(classifier: ExpressionClassifier, face: np.ndarray, repeats: int = 300) -> tuple[float, float]:
@@ -210,14 +211,14 @@ def soak(source: Path, frames: int, detector, classifier: ExpressionClassifier) 
 
 
 def print_table(reports: list[RunReport]) -> None:
-    header = (f"{'variant':34} {'FPS':>7} {'x dec':>6} " + " ".join(f"{s[:7]:>7}" for s in STAGES)
+    header = (f"{'variant':38} {'FPS':>7} {'x dec':>6} " + " ".join(f"{s[:7]:>7}" for s in STAGES)
               + f" {'faces/s':>8} {'ms/face':>8} {'p95':>6} {'recall':>7}")
     print(header)
     print("-" * len(header))
     for r in reports:
         stages = " ".join(f"{r.ms_per_frame[s]:7.3f}" for s in STAGES)
         rec = "" if r.recall is None else f"{100 * r.recall:6.1f}%"
-        print(f"{r.name:34} {r.fps:7.1f} {r.ratio_to_decode:6.2f} {stages} {r.faces_per_second:8.1f} "
+        print(f"{r.name:38} {r.fps:7.1f} {r.ratio_to_decode:6.2f} {stages} {r.faces_per_second:8.1f} "
               f"{r.classifier_ms_per_face_p50:8.3f} {r.classifier_ms_per_face_p95:6.3f} {rec:>7}")
     print("(stage columns: milliseconds per frame; ms/face and p95: classifier latency for one face; "
           "x dec: share of decode-only FPS)")
@@ -254,25 +255,27 @@ def run(args: argparse.Namespace) -> dict:
               f"{report['soak']['rss_growth_after_warmup_mb']} MB")
         return report
     variants = [(f"{Path(args.model).stem} {args.detector} every={args.detect_every} w={args.detect_width}",
-                 args.model, args.detector, args.detect_every, args.detect_width)]
+                 args.model, args.detector, args.detect_every, args.detect_width, {})]
     if args.compare:
         int8 = str(Path(args.model).with_name(Path(args.model).name.replace(".onnx", ".int8.onnx")))
         fast, slow = (FAST["detect_every"], FAST["detect_width"]), (SLOW["detect_every"], SLOW["detect_width"])
-        variants = [("fp32 haar fast (default)", args.model, "haar", *fast),
-                    ("int8 haar fast", int8, "haar", *fast),
-                    ("fp32 haar every frame, full size", args.model, "haar", *slow),
-                    ("fp32 haar every 5th, 320 px", args.model, "haar", FAST["detect_every"], 320),
-                    ("fp32 haar every frame, 320 px", args.model, "haar", 1, 320)]
+        variants = [("fp32 haar fast (default)", args.model, "haar", *fast, {}),
+                    ("int8 haar fast", int8, "haar", *fast, {}),
+                    ("fp32 haar every frame, full size", args.model, "haar", *slow, {}),
+                    ("fp32 haar fast, follow every frame", args.model, "haar", *fast, {"follow_every": 1}),
+                    ("fp32 haar fast, no cut detection", args.model, "haar", *fast, {"cut_threshold": 0}),
+                    ("fp32 haar fast, full detect every 5th", args.model, "haar", 5, FAST["detect_width"], {}),
+                    ("fp32 haar fast, 320 px", args.model, "haar", FAST["detect_every"], 320, {})]
         if Path(args.detector_model).is_file():
-            variants += [("fp32 yunet fast", args.model, "yunet", *fast),
-                         ("fp32 yunet full-frame every frame", args.model, "yunet", *slow)]
+            variants += [("fp32 yunet fast", args.model, "yunet", *fast, {}),
+                         ("fp32 yunet every frame, full size", args.model, "yunet", *slow, {})]
     reference = None
     if args.compare:
         reference = run_pipeline("reference", source, args.frames, make_detector("haar", None, **SLOW),
                                  classifier(args.model), decode_only).boxes
     reports = []
-    for name, model, kind, every, width in variants:
-        detector = make_detector(kind, Path(args.detector_model), every, width)
+    for name, model, kind, every, width, tracking in variants:
+        detector = make_detector(kind, Path(args.detector_model), every, width, **tracking)
         r = run_pipeline(name, source, args.frames, detector, classifier(model), decode_only)
         if reference is not None:
             r.recall = round(recall(r.boxes, reference), 4)

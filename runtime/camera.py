@@ -52,7 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--detector-model", help="YuNet ONNX file (needed with --detector yunet)")
     p.add_argument("--smoothing", type=float, default=0.3, help="smoothing rate across frames, 0 turns it off")
     p.add_argument("--detect-every", type=int, default=DEFAULT_DETECT_EVERY,
-                   help="full face detection every N frames, faces tracked in between (1: every frame)")
+                   help="full face detection every N frames (and at scene cuts), known faces looked for "
+                        "near their last box in between (default %(default)s; 1: every frame)")
     p.add_argument("--detect-width", type=int, default=None,
                    help="detect on a copy this wide, 0 for full size (default: 640 for video and camera, "
                         "full size for images)")

@@ -10,15 +10,13 @@ import cv2
 import numpy as np
 
 from .classifier import ExpressionClassifier
-from .tracking import IntervalDetector
-
-DEFAULT_DETECT_EVERY = 5
+from .tracking import DEFAULT_DETECT_EVERY, IntervalDetector
 
 
 class _StreamSolver:
     """Frames from a cv2.VideoCapture, each solved into (results, frame).
 
-    With `detect_every` > 1 (the default, 5) the detector runs on the whole frame only every N
+    With `detect_every` > 1 (the default, 15) the detector runs on the whole frame only every N
     frames and follows the known faces in between (see `runtime.tracking.IntervalDetector`)."""
 
     def __init__(self, detector, classifier: ExpressionClassifier, detect_every: int = DEFAULT_DETECT_EVERY):

@@ -1,49 +1,110 @@
-"""Cheaper detection for video: a full-frame detection every N frames, and in between each known
-face is looked for only in a small region around its last box. A face not found there triggers
-a full detection at once, so faces are not lost between full detections."""
+"""Cheaper detection for video.
+
+The face detector runs on the whole frame only every N frames, at once after a scene cut, and
+when a known face has been lost for a few frames. In between, each known face is looked for in a
+small region around its last box at sizes near its own (a fraction of a full pass), every
+`follow_every` frames, its box carried over on the frames in between.
+
+A face the detector misses for a while (Haar cascades flicker) is still looked for around where it
+was last seen, for `keep_lost` searches, so it is found again the moment the detector sees it.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import cv2
 import numpy as np
 
 from .classifier import widen_box
-from .detectors import NO_BOXES
-from .smoothing import box_iou
+from .detectors import NO_BOXES, to_gray
+from .smoothing import box_iou, match_boxes
+
+DEFAULT_DETECT_EVERY = 15
+THUMBNAIL = (64, 36)  # the frame size at which scene cuts are measured
+
+
+@dataclass
+class Track:
+    """A known face: its last box and how many searches in a row have missed it."""
+    box: np.ndarray
+    lost: int = 0
 
 
 class IntervalDetector:
-    """Wraps any detector with the `detect(frame) -> [K, 4]` contract."""
+    """Wraps any detector with the `detect(frame, roi=None, size_range=None) -> [K, 4]` contract.
 
-    def __init__(self, detector, every: int = 5, search_margin: float = 0.5):
-        if every < 1:
-            raise ValueError(f"every must be >= 1, got {every}")
-        self.detector, self.every, self.search_margin = detector, every, search_margin
+    every: full-frame detection every N frames (1: every frame, no tracking).
+    follow_every: look for the known faces every N frames, carrying their boxes in between.
+    search_margin: the region searched around a known face, as a share of its size on each side.
+    size_change: faces between size / size_change and size * size_change wide are looked for.
+    keep_lost: searches in a row that may miss a face before it is forgotten.
+    redetect_after: a face missed by this many searches in a row triggers a full-frame detection.
+    cut_threshold: mean absolute change of a 64x36 gray thumbnail (0-255) that counts as a scene
+        cut: known faces are dropped and the whole frame searched at once (0 turns this off).
+    """
+
+    def __init__(self, detector, every: int = DEFAULT_DETECT_EVERY, follow_every: int = 2,
+                 search_margin: float = 0.35, size_change: float = 1.3, keep_lost: int = 30,
+                 redetect_after: int = 5, cut_threshold: float = 20.0):
+        if every < 1 or follow_every < 1:
+            raise ValueError(f"every and follow_every must be >= 1, got {every} and {follow_every}")
+        self.detector, self.every, self.follow_every = detector, every, follow_every
+        self.search_margin, self.size_change = search_margin, size_change
+        self.keep_lost, self.redetect_after, self.cut_threshold = keep_lost, redetect_after, cut_threshold
         self.reset()
 
     def reset(self) -> None:
-        self.boxes, self.since_full = NO_BOXES.copy(), None
+        """Forget every face (a new video starts)."""
+        self.tracks: list[Track] = []
+        self.since_full: int | None = None
+        self._thumbnail: np.ndarray | None = None
 
-    def _full(self, frame: np.ndarray) -> np.ndarray:
-        self.boxes, self.since_full = self.detector.detect(frame), 0
-        return self.boxes
+    def _scene_cut(self, frame: np.ndarray) -> bool:
+        """True when the frame differs from the previous one as a whole (a cut, a camera switch)."""
+        previous = self._thumbnail
+        self._thumbnail = to_gray(cv2.resize(frame, THUMBNAIL, interpolation=cv2.INTER_AREA))
+        if previous is None or not self.cut_threshold:
+            return False
+        return float(cv2.absdiff(self._thumbnail, previous).mean()) > self.cut_threshold
 
-    def _follow(self, frame: np.ndarray, box) -> np.ndarray | None:
-        """The face nearest `box` inside the region around it, or None when it is gone."""
-        x, y, w, h = widen_box(box, self.search_margin, frame.shape)
-        found = self.detector.detect(frame[y:y + h, x:x + w])
-        if len(found) == 0:
-            return None
-        found = found + np.array([x, y, 0, 0], dtype=found.dtype)
-        return found[int(np.argmax([box_iou(f, box) for f in found]))]
+    def _follow(self, frame: np.ndarray, tracks: list[Track]) -> None:
+        """Look for each track's face near its last box, at sizes near its own."""
+        for track in tracks:
+            width = int(track.box[2])
+            roi = widen_box(track.box, self.search_margin, frame.shape)
+            found = self.detector.detect(frame, roi=roi, size_range=(width / self.size_change,
+                                                                     width * self.size_change))
+            if len(found) == 0:
+                track.lost += 1
+            else:
+                track.box, track.lost = found[int(np.argmax([box_iou(f, track.box) for f in found]))], 0
+
+    def _full(self, frame: np.ndarray, cut: bool) -> None:
+        """Detect on the whole frame: found faces renew the tracks they overlap or start new ones;
+        the tracks it did not see are looked for as on other frames."""
+        found = self.detector.detect(frame)
+        if cut:
+            self.tracks = []
+        matched = set(match_boxes([t.box for t in self.tracks], list(found), threshold=0.3).values())
+        unseen = [t for i, t in enumerate(self.tracks) if i not in matched]
+        self._follow(frame, unseen)
+        self.tracks = [Track(box) for box in found] + unseen
+        self.since_full = 0
 
     def detect(self, frame: np.ndarray) -> np.ndarray:
-        if self.since_full is None or self.since_full + 1 >= self.every:
-            return self._full(frame)
-        self.since_full += 1
-        followed = []
-        for box in self.boxes:
-            moved = self._follow(frame, box)
-            if moved is None:
-                return self._full(frame)
-            followed.append(moved)
-        self.boxes = np.array(followed, dtype=np.int32).reshape(-1, 4)
-        return self.boxes
+        """Boxes [K, 4] of the faces seen (or carried over) in this frame."""
+        cut = self._scene_cut(frame)
+        lost_a_face = any(t.lost == self.redetect_after for t in self.tracks)
+        if cut or lost_a_face or self.since_full is None or self.since_full + 1 >= self.every:
+            self._full(frame, cut)
+        else:
+            self.since_full += 1
+            if self.since_full % self.follow_every == 0:
+                self._follow(frame, self.tracks)
+        kept: list[Track] = []
+        for track in self.tracks:  # forget faces lost too long, and a track that found another's face
+            if track.lost <= self.keep_lost and not any(box_iou(k.box, track.box) > 0.5 for k in kept):
+                kept.append(track)
+        self.tracks = kept
+        seen = [t.box for t in kept if t.lost == 0]
+        return np.array(seen, dtype=np.int32).reshape(-1, 4) if seen else NO_BOXES.copy()

@@ -1,0 +1,95 @@
+"""Region search and the video tracker (runtime.tracking) on a real face moving over a canvas."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime import CascadeFaceDetector
+from runtime.classifier import widen_box
+from runtime.smoothing import box_iou
+from runtime.tracking import IntervalDetector
+
+from .conftest import DATA
+
+
+class CountingDetector:
+    """Passes calls through to a detector, counting whole-frame and region searches."""
+
+    def __init__(self, inner):
+        self.inner, self.full, self.regions = inner, 0, 0
+
+    def detect(self, frame, roi=None, size_range=None):
+        if roi is None:
+            self.full += 1
+        else:
+            self.regions += 1
+        return self.inner.detect(frame, roi=roi, size_range=size_range)
+
+
+@pytest.fixture(scope="module")
+def face_patch() -> np.ndarray:
+    """The portrait's face with some surroundings, 160 px wide."""
+    portrait = cv2.imread(str(DATA / "obama-480p.jpg"))
+    x, y, w, h = widen_box(CascadeFaceDetector().detect(portrait)[0], 0.3, portrait.shape)
+    return cv2.resize(portrait[y:y + h, x:x + w], (160, round(160 * h / w)), interpolation=cv2.INTER_AREA)
+
+
+def canvas(face: np.ndarray | None, x: int, y: int, background: int = 90) -> np.ndarray:
+    frame = np.full((360, 640, 3), background, np.uint8)
+    if face is not None:
+        frame[y:y + face.shape[0], x:x + face.shape[1]] = face
+    return frame
+
+
+def test_region_search_finds_the_known_face_only_there(face_patch):
+    detector = CascadeFaceDetector()
+    frame = canvas(face_patch, 300, 100)
+    full = detector.detect(frame)
+    assert len(full) == 1
+    box = full[0]
+    width = int(box[2])
+    near = detector.detect(frame, roi=widen_box(box, 0.35, frame.shape), size_range=(width / 1.3, width * 1.3))
+    assert len(near) == 1 and box_iou(near[0], box) > 0.7
+    assert len(detector.detect(frame, roi=(0, 0, 250, 360))) == 0  # a region away from the face
+    assert len(detector.detect(frame, roi=widen_box(box, 0.35, frame.shape), size_range=(2 * width, 3 * width))) == 0
+
+
+def test_moving_face_is_followed_between_full_detections(face_patch):
+    counting = CountingDetector(CascadeFaceDetector())
+    tracker = IntervalDetector(counting, every=15, follow_every=2)
+    reference = CascadeFaceDetector()
+    for i in range(30):
+        frame = canvas(face_patch, 100 + 6 * i, 60 + i)
+        boxes = tracker.detect(frame)
+        assert boxes.shape == (1, 4) and boxes.dtype == np.int32, f"frame {i}"
+        assert box_iou(boxes[0], reference.detect(frame)[0]) >= 0.5, f"frame {i}"
+    assert counting.full == 2  # frames 0 and 15; the face was followed on the frames between
+    assert 10 <= counting.regions <= 16  # every second frame
+
+
+def test_scene_cut_drops_faces_and_detects_at_once(face_patch):
+    counting = CountingDetector(CascadeFaceDetector())
+    tracker = IntervalDetector(counting, every=15)
+    for _ in range(4):
+        assert len(tracker.detect(canvas(face_patch, 200, 100))) == 1
+    assert counting.full == 1
+    boxes = tracker.detect(canvas(face_patch, 400, 150, background=230))  # a cut to another scene
+    assert counting.full == 2  # at once, not at frame 15
+    assert len(boxes) == 1 and abs(int(boxes[0][0]) - 400) < 60  # the new face only, none carried over
+    assert len(tracker.detect(canvas(None, 0, 0))) == 0 and counting.full == 3  # a cut to an empty scene
+    assert tracker.tracks == []
+
+
+def test_lost_face_is_looked_for_then_forgotten(face_patch):
+    counting = CountingDetector(CascadeFaceDetector())
+    tracker = IntervalDetector(counting, every=1000, follow_every=1, keep_lost=6, redetect_after=3)
+    assert len(tracker.detect(canvas(face_patch, 200, 100))) == 1
+    empty = canvas(None, 0, 0)  # the face is gone; the frame changes too little to count as a cut
+    seen = [len(tracker.detect(empty)) for _ in range(8)]
+    assert seen == [0] * 8
+    assert counting.full == 2  # the first frame, and once after three searches missed the face
+    assert tracker.tracks == []  # forgotten after keep_lost searches
+    assert len(tracker.detect(canvas(face_patch, 200, 100))) == 0  # no full detection due: not found yet
+    with pytest.raises(ValueError, match="every and follow_every must be >= 1"):
+        IntervalDetector(CascadeFaceDetector(), every=0)
