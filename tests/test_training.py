@@ -14,7 +14,7 @@ from training.eval import report_from_predictions
 from training.labels import LABELS_7
 from training.losses import SoftTargetLoss
 from training.model import build_model, count_mflops, count_parameters
-from training.train import main as train_main
+from training.train import main as train_main, mixup
 
 from .conftest import ROOT, write_class_folder
 
@@ -91,3 +91,15 @@ def test_eval_table_format():
     assert lines[7].startswith("Average: precision:")
     assert report.accuracy == pytest.approx(0.8)
     assert np.array(report.confusion).sum() == 10
+
+
+def test_mixup_blends_images_and_their_targets():
+    images = torch.stack([torch.zeros(1, 4, 4), torch.ones(1, 4, 4)]).repeat(4, 1, 1, 1)  # pixel value = class 1's share
+    targets = torch.eye(7)[[0, 1]].repeat(4, 1)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    mixed, mixed_targets = mixup(images, targets, alpha=0.4)
+    assert mixed.shape == images.shape and mixed_targets.shape == targets.shape
+    assert torch.allclose(mixed_targets.sum(1), torch.ones(8))
+    assert torch.allclose(mixed.mean((1, 2, 3)), mixed_targets[:, 1])
+    assert not torch.equal(mixed, images)

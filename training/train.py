@@ -68,6 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--focal-gamma", type=float, default=0.0, help="> 0 turns on the focal loss")
     p.add_argument("--ema-decay", type=float, default=0.999, help="0 turns weight EMA off")
     p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(alpha, alpha); 0 turns it off")
     p.add_argument("--pretrained", help="local checkpoint to initialise from (mismatched head/stem skipped)")
     p.add_argument("--workers", type=int, default=1, help="data-loading processes")
     p.add_argument("--max-steps", type=int, default=0, help="stop each epoch after this many steps (smoke tests)")
@@ -87,6 +88,13 @@ def ema_average(decay: float):
         return averaged * d + current * (1 - d)
 
     return average
+
+
+def mixup(images: torch.Tensor, targets: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blend each image and its target distribution with another one of the batch (mixup)."""
+    lam = float(np.random.beta(alpha, alpha))
+    other = torch.randperm(len(images))
+    return lam * images + (1 - lam) * images[other], lam * targets + (1 - lam) * targets[other]
 
 
 def learning_rate(args: argparse.Namespace, step: int, steps_per_epoch: int) -> float:
@@ -239,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
             lr = learning_rate(args, epoch * steps_per_epoch + step, steps_per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            if args.mixup:
+                images, targets = mixup(images, targets, args.mixup)
             loss = criterion(net(images), targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
