@@ -260,12 +260,15 @@ def run(args: argparse.Namespace) -> dict:
         int8 = str(Path(args.model).with_name(Path(args.model).name.replace(".onnx", ".int8.onnx")))
         fast, slow = (FAST["detect_every"], FAST["detect_width"]), (SLOW["detect_every"], SLOW["detect_width"])
         variants = [("fp32 haar fast (default)", args.model, "haar", *fast, {}),
-                    ("int8 haar fast", int8, "haar", *fast, {}),
                     ("fp32 haar every frame, full size", args.model, "haar", *slow, {}),
                     ("fp32 haar fast, follow every frame", args.model, "haar", *fast, {"follow_every": 1}),
                     ("fp32 haar fast, no cut detection", args.model, "haar", *fast, {"cut_threshold": 0}),
                     ("fp32 haar fast, full detect every 5th", args.model, "haar", 5, FAST["detect_width"], {}),
                     ("fp32 haar fast, 320 px", args.model, "haar", FAST["detect_every"], 320, {})]
+        if Path(int8).is_file():
+            variants.insert(1, ("int8 haar fast", int8, "haar", *fast, {}))
+        else:
+            print(f"no INT8 model at {int8}: its row is left out")
         if Path(args.detector_model).is_file():
             variants += [("fp32 yunet fast", args.model, "yunet", *fast, {}),
                          ("fp32 yunet every frame, full size", args.model, "yunet", *slow, {})]

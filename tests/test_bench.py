@@ -30,3 +30,18 @@ def test_fps_missing_video(tmp_path):
     done = subprocess.run([sys.executable, "benchmarks/fps.py", "--source", tmp_path / "none.mp4"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "video not found" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_fps_compare_rows_and_recall(tiny_onnx, media, tmp_path):
+    out = tmp_path / "compare.json"
+    done = subprocess.run([sys.executable, "benchmarks/fps.py", "--source", media / "short_hamilton_clip.mp4",
+                           "--model", tiny_onnx, "--frames", "12", "--threads", "1", "--compare", "--json", out],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    runs = {r["name"]: r for r in json.loads(out.read_text())["runs"]}
+    assert {"fp32 haar fast (default)", "fp32 haar every frame, full size",
+            "fp32 haar fast, follow every frame", "fp32 haar fast, no cut detection"} <= set(runs)
+    assert all(0.0 <= r["recall"] <= 1.0 and r["frames"] == 12 for r in runs.values())
+    # the variant that runs exactly the reference's detection finds exactly its faces
+    assert runs["fp32 haar every frame, full size"]["recall"] == 1.0
+    assert "no INT8 model" in done.stdout  # the tiny model has no INT8 copy: that row is left out, said so
