@@ -47,7 +47,7 @@ def test_checkpoint_accuracy_matches_card(ferplus):
 @pytest.mark.parametrize("path, kind", [("onnx", "fp32"), ("int8", "int8")])
 def test_runtime_predict_accuracy_matches_card(ferplus, shipped_onnx, path, kind):
     classifier = ExpressionClassifier(shipped_onnx if path == "onnx" else SHIPPED_INT8)
-    faces, truth = _test_subset(ferplus, classifier.express_table, 300)
+    faces, truth = _test_subset(ferplus, classifier.express_table, 1000)  # 300 faces: +-2.3 points of noise
     probs = classifier.predict(faces)
     np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-4)
     assert abs(100 * (probs.argmax(1) == truth).mean() - card_accuracy(kind)) <= 3.0
