@@ -59,7 +59,8 @@ def model_from_checkpoint(ckpt: dict, path: str | os.PathLike = "checkpoint") ->
     """Rebuild the network a checkpoint describes and load its weights (eval mode)."""
     meta = ckpt["meta"]
     try:
-        model = build_model(meta["arch"], len(meta["labels"]), meta["channels"], meta["stem_stride"])
+        model = build_model(meta["arch"], len(meta["labels"]), meta["channels"], meta["stem_stride"],
+                            width_mult=meta.get("width_mult", 1.0))
         model.load_state_dict(ckpt["model"])
     except (ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: weights do not fit arch {meta['arch']!r}: "

@@ -11,15 +11,16 @@ ARCHS = {"mobilenet_v3_small": models.mobilenet_v3_small, "mobilenet_v3_large": 
 
 
 def build_model(arch: str, num_classes: int, in_channels: int = 1, stem_stride: int = 1,
-                dropout: float = 0.2) -> nn.Module:
+                dropout: float = 0.2, width_mult: float = 1.0) -> nn.Module:
     """torchvision MobileNetV3 with `num_classes` outputs and a stem for `in_channels`.
 
     `stem_stride=1` keeps the first convolution at full resolution, which suits 48-64 px faces
-    (the ImageNet stride of 2 leaves a 2x2 map at the end for a 48 px face).
+    (the ImageNet stride of 2 leaves a 2x2 map at the end for a 48 px face). `width_mult` scales
+    every layer's channels (torchvision's option; 0.75 of the large model fits the edge budget).
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
-    model = ARCHS[arch](num_classes=num_classes, dropout=dropout)
+    model = ARCHS[arch](num_classes=num_classes, dropout=dropout, width_mult=width_mult)
     stem: nn.Conv2d = model.features[0][0]
     model.features[0][0] = nn.Conv2d(in_channels, stem.out_channels, kernel_size=stem.kernel_size,
                                      stride=stem_stride, padding=stem.padding, bias=False)

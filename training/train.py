@@ -59,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--input-size", type=int, default=48)
     p.add_argument("--channels", type=int, default=1, choices=(1, 3))
     p.add_argument("--stem-stride", type=int, default=1, choices=(1, 2))
+    p.add_argument("--width-mult", type=float, default=1.0, help="channel width multiplier of the arch")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=128, help="per process")
     p.add_argument("--lr", type=float, default=2e-3)
@@ -199,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
                               num_workers=args.workers, drop_last=True, persistent_workers=args.workers > 0)
     valid_loader = DataLoader(_WithHardLabels(valid_set), batch_size=256, num_workers=0)
 
-    model = build_model(args.arch, len(labels), args.channels, args.stem_stride, args.dropout)
+    model = build_model(args.arch, len(labels), args.channels, args.stem_stride, args.dropout, args.width_mult)
+    # Channels-last activations run the depthwise convolutions about twice as fast on CPU.
+    model = model.to(memory_format=torch.channels_last)
     if args.pretrained:
         skipped = load_pretrained(model, args.pretrained)
         if is_main:
@@ -211,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = {
         "arch": args.arch, "labels": labels, "input_size": args.input_size, "channels": args.channels,
-        "stem_stride": args.stem_stride, "mean": mean, "std": std, "face_margin": DEFAULT_FACE_MARGIN,
+        "stem_stride": args.stem_stride, "width_mult": args.width_mult, "mean": mean, "std": std, "face_margin": DEFAULT_FACE_MARGIN,
         "dataset": args.data.split(":", 1)[0], "train_command": shlex.join(["python", "-m", "training.train", *(argv or sys.argv[1:])]),
         "source_commit": git_commit(), "params": count_parameters(model),
         "mflops": round(count_mflops(model, args.channels, args.input_size), 2),
