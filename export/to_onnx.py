@@ -5,7 +5,9 @@
 
 The graph takes `input` float32 [N, C, H, W] (dynamic N) and returns `logits` [N, classes]; labels
 and preprocessing travel in the model's metadata. The export fails unless onnxruntime reproduces
-torch's logits within 1e-4.
+torch's logits within 1e-4. `--flip-tta` builds the mirror image into the graph: it returns the log
+of the mean of the face's and its mirror's class probabilities (so a softmax gives that mean), at
+twice the classifier's cost.
 """
 from __future__ import annotations
 
@@ -28,6 +30,19 @@ from training.model import count_mflops, count_parameters
 from training.transforms import ModelInput
 
 PARITY_TOLERANCE = 1e-4
+
+
+class FlipAveraged(torch.nn.Module):
+    """Log of the mean class probabilities of each face and its horizontal mirror."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        probs = self.model(torch.cat([images, images.flip(3)])).softmax(1)
+        # [2N, C] -> [2, N, C]: a reshape with -1 keeps the batch dynamic in the exported graph.
+        return probs.reshape(2, -1, probs.shape[1]).mean(0).log()
 
 
 class ExportError(RuntimeError):
@@ -54,7 +69,8 @@ def onnx_metadata(meta: dict) -> dict[str, str]:
         "face_margin": str(meta.get("face_margin", 0.1)),
         "arch": meta["arch"],
         "dataset": meta.get("dataset", "unknown"),
-        "accuracy": str(meta.get("test_accuracy", "unknown")),
+        "accuracy": str(meta.get("test_accuracy_flip" if meta.get("flip_tta") else "test_accuracy", "unknown")),
+        "flip_tta": str(int(bool(meta.get("flip_tta", False)))),
         "source_commit": meta.get("source_commit") or git_commit(),
     }
 
@@ -65,10 +81,13 @@ def set_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
         model.metadata_props.add(key=key, value=value)
 
 
-def export_fp32(ckpt: dict, output: Path, opset: int, sample: torch.Tensor, source: str) -> ExportReport:
+def export_fp32(ckpt: dict, output: Path, opset: int, sample: torch.Tensor, source: str,
+                flip_tta: bool = False) -> ExportReport:
     """Export, attach metadata, check with onnx.checker and compare with torch on `sample`."""
-    meta = ckpt["meta"]
+    meta = {**ckpt["meta"], "flip_tta": flip_tta}
     model = model_from_checkpoint(ckpt, source)
+    if flip_tta:
+        model = FlipAveraged(model).eval()
     output.parent.mkdir(parents=True, exist_ok=True)
     # The TorchScript exporter writes exactly the requested opset (17 suits older onnxruntime
     # builds on boards); the dynamo exporter would raise it to 18.
@@ -145,6 +164,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--calib", help="KIND:PATH of training faces for INT8 calibration (its train split)")
     p.add_argument("--calib-count", type=int, default=500)
     p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--flip-tta", action="store_true",
+                   help="average each face with its mirror image inside the graph (2x classifier cost)")
     return p.parse_args(argv)
 
 
@@ -163,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sample = torch.randn(8, meta["channels"], meta["input_size"], meta["input_size"],
                                  generator=torch.Generator().manual_seed(0))
-        report = export_fp32(ckpt, output, args.opset, sample, args.checkpoint)
+        report = export_fp32(ckpt, output, args.opset, sample, args.checkpoint, args.flip_tta)
     except (CheckpointError, DatasetError, ExportError) as exc:
         print(f"fer-export: error: {exc}", file=sys.stderr)
         return 2

@@ -81,3 +81,20 @@ def test_not_a_checkpoint(tmp_path):
     assert done.returncode == 2 and done.stderr.startswith("fer-export: error: cannot read checkpoint")
     done = _run_export("--checkpoint", str(tmp_path / "missing.pth"), "--output", str(tmp_path / "x.onnx"))
     assert done.returncode == 2 and "checkpoint not found" in done.stderr
+
+
+def test_flip_tta_graph_averages_face_and_mirror(tiny_checkpoint, tmp_path):
+    out = tmp_path / "flip.onnx"
+    assert export_main(["--checkpoint", str(tiny_checkpoint), "--output", str(out), "--flip-tta"]) == 0
+    assert {p.key: p.value for p in onnx.load(str(out)).metadata_props}["flip_tta"] == "1"
+    model = model_from_checkpoint(load_checkpoint(tiny_checkpoint))
+    batch = torch.randn(3, 1, 48, 48)
+    with torch.no_grad():
+        expected = (model(batch).softmax(1) + model(batch.flip(3)).softmax(1)).numpy() / 2
+    session = ort.InferenceSession(str(out))
+    got = session.run(None, {"input": batch.numpy()})[0]
+    assert got.shape == (3, 7)
+    assert np.abs(np.exp(got) - expected).max() < 1e-5
+    # The averaged model cannot tell a face from its mirror image.
+    mirrored = session.run(None, {"input": batch.flip(3).numpy()})[0]
+    assert np.abs(mirrored - got).max() < 1e-5

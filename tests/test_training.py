@@ -16,7 +16,7 @@ from training.losses import SoftTargetLoss
 from training.model import build_model, count_mflops, count_parameters
 from training.train import main as train_main, mixup
 
-from .conftest import ROOT, write_class_folder
+from .conftest import ROOT, SHIPPED_ONNX, SHIPPED_PTH, write_class_folder
 
 
 def _losses(out):
@@ -75,10 +75,16 @@ def test_soft_target_loss():
     assert torch.isclose(smoothed, torch.nn.functional.cross_entropy(logits, torch.tensor([0]), label_smoothing=0.1))
 
 
-def test_shipped_architecture_is_edge_sized():
-    model = build_model("mobilenet_v3_small", 7, in_channels=1, stem_stride=1)
+def test_shipped_model_is_edge_sized():
+    """At most 3 M parameters and 60 MFLOPs per face, counting the mirror image when the ONNX graph adds it."""
+    import onnx
+
+    meta = load_checkpoint(SHIPPED_PTH)["meta"]
+    model = build_model(meta["arch"], len(meta["labels"]), meta["channels"], meta["stem_stride"],
+                        width_mult=meta.get("width_mult", 1.0))
+    views = 2 if {p.key: p.value for p in onnx.load(str(SHIPPED_ONNX)).metadata_props}.get("flip_tta") == "1" else 1
     assert count_parameters(model) <= 3_000_000
-    assert count_mflops(model, 1, 48) <= 60
+    assert views * count_mflops(model, meta["channels"], meta["input_size"]) <= 60
 
 
 def test_eval_table_format():
@@ -103,3 +109,13 @@ def test_mixup_blends_images_and_their_targets():
     assert torch.allclose(mixed_targets.sum(1), torch.ones(8))
     assert torch.allclose(mixed.mean((1, 2, 3)), mixed_targets[:, 1])
     assert not torch.equal(mixed, images)
+
+
+def test_eval_record_only_stores_test_accuracy_of_a_checkpoint(tiny_onnx, tmp_path):
+    data = write_class_folder(tmp_path / "data", per_class=4)
+    for model, split in [(str(tiny_onnx), "test"), ("ckpt/ferplus_mobilenetv3_small.pth", "valid")]:
+        done = subprocess.run([sys.executable, "-m", "training.eval", "--model", model, "--data", f"folder:{data}",
+                               "--split", split, "--record", "--out", str(tmp_path / "eval")],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert "--record stores the test accuracy of a checkpoint" in done.stderr

@@ -123,13 +123,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=0, help="evaluate a fixed random subset of this size")
     p.add_argument("--out", default="runs/eval")
     p.add_argument("--record", action="store_true",
-                   help="store the measured accuracy in the checkpoint's metadata (read by the exporter)")
+                   help="store the measured test accuracy in the checkpoint's metadata (read by the exporter); "
+                        "with --flip as test_accuracy_flip")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     onnx_model = args.model.endswith(".onnx")
+    if args.record and (onnx_model or args.split != "test"):
+        print("fer-eval: error: --record stores the test accuracy of a checkpoint: use a .pth model and "
+              "--split test", file=sys.stderr)
+        return 2
     try:
         if onnx_model:
             from runtime import ExpressionClassifier
@@ -153,10 +158,11 @@ def main(argv: list[str] | None = None) -> int:
                                                   "flip": args.flip, **asdict(report)}, indent=1))
     print(f"confusion matrix: {out / 'confusion_matrix.png'}; all numbers: {out / 'metrics.json'}")
     if args.record and not onnx_model:
-        ckpt["meta"]["test_accuracy"] = round(100 * report.accuracy, 2)
+        key = "test_accuracy_flip" if args.flip else "test_accuracy"
+        ckpt["meta"][key] = round(100 * report.accuracy, 2)
         model = model_from_checkpoint(ckpt)
         save_checkpoint(args.model, model, ckpt["meta"])
-        print(f"recorded test_accuracy {ckpt['meta']['test_accuracy']} in {args.model}")
+        print(f"recorded {key} {ckpt['meta'][key]} in {args.model}")
     return 0
 
 
