@@ -13,7 +13,7 @@ from training.checkpoint import load_checkpoint, model_from_checkpoint
 from training.eval import report_from_predictions
 from training.labels import LABELS_7
 from training.losses import SoftTargetLoss
-from training.model import build_model, count_mflops, count_parameters
+from training.model import count_mflops, count_parameters
 from training.train import main as train_main, mixup
 
 from .conftest import ROOT, SHIPPED_ONNX, SHIPPED_PTH, write_class_folder
@@ -79,9 +79,8 @@ def test_shipped_model_is_edge_sized():
     """At most 3 M parameters and 60 MFLOPs per face, counting the mirror image when the ONNX graph adds it."""
     import onnx
 
-    meta = load_checkpoint(SHIPPED_PTH)["meta"]
-    model = build_model(meta["arch"], len(meta["labels"]), meta["channels"], meta["stem_stride"],
-                        width_mult=meta.get("width_mult", 1.0))
+    ckpt = load_checkpoint(SHIPPED_PTH)
+    meta, model = ckpt["meta"], model_from_checkpoint(ckpt)
     views = 2 if {p.key: p.value for p in onnx.load(str(SHIPPED_ONNX)).metadata_props}.get("flip_tta") == "1" else 1
     assert count_parameters(model) <= 3_000_000
     assert views * count_mflops(model, meta["channels"], meta["input_size"]) <= 60
@@ -113,7 +112,7 @@ def test_mixup_blends_images_and_their_targets():
 
 def test_eval_record_only_stores_test_accuracy_of_a_checkpoint(tiny_onnx, tmp_path):
     data = write_class_folder(tmp_path / "data", per_class=4)
-    for model, split in [(str(tiny_onnx), "test"), ("ckpt/ferplus_mobilenetv3_small.pth", "valid")]:
+    for model, split in [(str(tiny_onnx), "test"), (str(SHIPPED_PTH), "valid")]:
         done = subprocess.run([sys.executable, "-m", "training.eval", "--model", model, "--data", f"folder:{data}",
                                "--split", split, "--record", "--out", str(tmp_path / "eval")],
                               cwd=ROOT, capture_output=True, text=True, timeout=300)
