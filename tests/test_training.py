@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 
@@ -118,3 +119,21 @@ def test_eval_record_only_stores_test_accuracy_of_a_checkpoint(tiny_onnx, tmp_pa
                               cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert done.returncode == 2 and "Traceback" not in done.stderr
         assert "--record stores the test accuracy of a checkpoint" in done.stderr
+
+
+def test_eval_averages_several_checkpoints_as_an_ensemble(tiny_checkpoint, tiny_onnx, tmp_path):
+    data = write_class_folder(tmp_path / "data", per_class=4)
+
+    def evaluate(*models: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "training.eval", "--model", *models, "--data", f"folder:{data}",
+                               "--flip", "--out", str(tmp_path / "eval")],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    single, pair = evaluate(str(tiny_checkpoint)), evaluate(str(tiny_checkpoint), str(tiny_checkpoint))
+    assert single.returncode == 0 and pair.returncode == 0, pair.stderr
+    # A model averaged with itself predicts what it predicts alone: the same table, line for line.
+    assert pair.stdout.splitlines()[:9] == single.stdout.splitlines()[:9]
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["model"] == [str(tiny_checkpoint)] * 2
+    mixed = evaluate(str(tiny_checkpoint), str(tiny_onnx))
+    assert mixed.returncode == 2 and "Traceback" not in mixed.stderr
+    assert "an ensemble takes checkpoints (.pth) only" in mixed.stderr

@@ -5,6 +5,8 @@
 Prints one line per class (`Surprise: precision:0.71 recall:0.69 (10.7%, 329)`), the average,
 accuracy and macro F1; writes `confusion_matrix.png` and `metrics.json` to --out.
 ONNX models run through the runtime's own preprocessing (`runtime.ExpressionClassifier`).
+Several checkpoints after --model are evaluated as an ensemble (their class probabilities averaged), e.g. to
+measure what distilling them could at best reach.
 """
 from __future__ import annotations
 
@@ -89,6 +91,7 @@ def plot_confusion(report: EvalReport, path: Path, title: str) -> None:
 
 
 def predict_checkpoint(ckpt: dict, dataset: FaceDataset, flip: bool, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities (N, classes) of a checkpoint, averaged with the mirrored face if `flip`."""
     meta = ckpt["meta"]
     model = model_from_checkpoint(ckpt)
     dataset.transform = ModelInput(meta["input_size"], meta["channels"], meta["mean"], meta["std"])
@@ -98,8 +101,8 @@ def predict_checkpoint(ckpt: dict, dataset: FaceDataset, flip: bool, batch_size:
         for images, _ in tqdm(loader, desc="evaluate", leave=False):
             probs = model(images).softmax(1)
             if flip:
-                probs = probs + model(images.flip(3)).softmax(1)
-            out.append(probs.argmax(1).numpy())
+                probs = (probs + model(images.flip(3)).softmax(1)) / 2
+            out.append(probs.numpy())
     return np.concatenate(out)
 
 
@@ -116,7 +119,8 @@ def predict_onnx(path: str, dataset: FaceDataset, batch_size: int = 256) -> np.n
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="checkpoint (.pth) or exported model (.onnx)")
+    p.add_argument("--model", required=True, nargs="+",
+                   help="checkpoint (.pth) or exported model (.onnx); several checkpoints are averaged (ensemble)")
     p.add_argument("--data", required=True, help="KIND:PATH, e.g. ferplus:../shared/datasets/ferplus")
     p.add_argument("--split", default="test", choices=("train", "valid", "test"))
     p.add_argument("--flip", action="store_true", help="average with the mirrored face (checkpoints only)")
@@ -130,39 +134,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    onnx_model = args.model.endswith(".onnx")
-    if args.record and (onnx_model or args.split != "test"):
-        print("fer-eval: error: --record stores the test accuracy of a checkpoint: use a .pth model and "
+    onnx_model = any(m.endswith(".onnx") for m in args.model)
+    if onnx_model and len(args.model) > 1:
+        print("fer-eval: error: an ensemble takes checkpoints (.pth) only; evaluate an ONNX model on its own",
+              file=sys.stderr)
+        return 2
+    if args.record and (onnx_model or args.split != "test" or len(args.model) > 1):
+        print("fer-eval: error: --record stores the test accuracy of a checkpoint: use one .pth model and "
               "--split test", file=sys.stderr)
         return 2
     try:
         if onnx_model:
             from runtime import ExpressionClassifier
-            labels = ExpressionClassifier(args.model).express_table
+            labels = ExpressionClassifier(args.model[0]).express_table
         else:
-            ckpt = load_checkpoint(args.model)
-            labels = ckpt["meta"]["labels"]
+            ckpts = [load_checkpoint(m) for m in args.model]
+            labels = ckpts[0]["meta"]["labels"]
+            for model, ckpt in zip(args.model[1:], ckpts[1:]):
+                if ckpt["meta"]["labels"] != labels:
+                    raise ValueError(f"{model} has other labels than {args.model[0]}; an ensemble needs one label order")
         dataset = load_dataset(args.data, args.split, labels)
     except (CheckpointError, DatasetError, ValueError) as exc:
         print(f"fer-eval: error: {exc}", file=sys.stderr)
         return 2
     if args.limit and args.limit < len(dataset):
         dataset = dataset.subset(np.sort(np.random.default_rng(0).permutation(len(dataset))[:args.limit]))
-    predicted = predict_onnx(args.model, dataset) if onnx_model else predict_checkpoint(ckpt, dataset, args.flip)
+    if onnx_model:
+        predicted = predict_onnx(args.model[0], dataset)
+    else:
+        predicted = sum(predict_checkpoint(ckpt, dataset, args.flip) for ckpt in ckpts).argmax(1)
     report = report_from_predictions(labels, dataset.hard_labels, predicted)
     print(report.table())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    plot_confusion(report, out / "confusion_matrix.png", f"{Path(args.model).name} on {args.data.split(':')[0]} {args.split}")
+    title = " + ".join(Path(m).name for m in args.model)
+    plot_confusion(report, out / "confusion_matrix.png", f"{title} on {args.data.split(':')[0]} {args.split}")
     (out / "metrics.json").write_text(json.dumps({"model": args.model, "data": args.data, "split": args.split,
                                                   "flip": args.flip, **asdict(report)}, indent=1))
     print(f"confusion matrix: {out / 'confusion_matrix.png'}; all numbers: {out / 'metrics.json'}")
-    if args.record and not onnx_model:
-        key = "test_accuracy_flip" if args.flip else "test_accuracy"
+    if args.record:
+        ckpt, key = ckpts[0], "test_accuracy_flip" if args.flip else "test_accuracy"
         ckpt["meta"][key] = round(100 * report.accuracy, 2)
-        model = model_from_checkpoint(ckpt)
-        save_checkpoint(args.model, model, ckpt["meta"])
-        print(f"recorded {key} {ckpt['meta'][key]} in {args.model}")
+        save_checkpoint(args.model[0], model_from_checkpoint(ckpt), ckpt["meta"])
+        print(f"recorded {key} {ckpt['meta'][key]} in {args.model[0]}")
     return 0
 
 
