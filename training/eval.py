@@ -107,13 +107,14 @@ def predict_checkpoint(ckpt: dict, dataset: FaceDataset, flip: bool, batch_size:
 
 
 def predict_onnx(path: str, dataset: FaceDataset, batch_size: int = 256) -> np.ndarray:
+    """Class scores (N, classes) of an exported model, through the runtime's preprocessing."""
     from runtime import ExpressionClassifier
 
     classifier = ExpressionClassifier(path)
     out = []
     for start in tqdm(range(0, len(dataset), batch_size), desc="evaluate", leave=False):
         faces = [dataset.read(dataset.items[i]) for i in range(start, min(len(dataset), start + batch_size))]
-        out.append(classifier.predict(faces).argmax(1))
+        out.append(classifier.predict(faces))
     return np.concatenate(out)
 
 
@@ -160,10 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit and args.limit < len(dataset):
         dataset = dataset.subset(np.sort(np.random.default_rng(0).permutation(len(dataset))[:args.limit]))
     if onnx_model:
-        predicted = predict_onnx(args.model[0], dataset)
+        scores = predict_onnx(args.model[0], dataset)
     else:
-        predicted = sum(predict_checkpoint(ckpt, dataset, args.flip) for ckpt in ckpts).argmax(1)
-    report = report_from_predictions(labels, dataset.hard_labels, predicted)
+        scores = sum(predict_checkpoint(ckpt, dataset, args.flip) for ckpt in ckpts)
+    report = report_from_predictions(labels, dataset.hard_labels, scores.argmax(1))
     print(report.table())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
