@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.checkpoint import load_checkpoint, model_from_checkpoint
+from training.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from training.distill import Teacher, distilled_targets
 from training.eval import report_from_predictions
 from training.labels import LABELS_7
 from training.losses import SoftTargetLoss
@@ -53,6 +54,36 @@ def test_distributed_two_processes(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "2 process(es)" in done.stdout
     assert (out / "best.pth").is_file()
+
+
+def test_teacher_gives_flip_averaged_probabilities_at_its_own_input_size(tiny_checkpoint):
+    teacher = Teacher([str(tiny_checkpoint)], LABELS_7, 1, [0.5], [0.25])
+    model = model_from_checkpoint(load_checkpoint(tiny_checkpoint))
+    torch.manual_seed(0)
+    faces = torch.randn(3, 1, 48, 48)
+    with torch.no_grad():
+        expected = (model(faces).softmax(1) + model(faces.flip(3)).softmax(1)) / 2
+    assert torch.allclose(teacher(faces), expected, atol=1e-6)
+    larger = teacher(torch.randn(3, 1, 64, 64))  # a 64 px student batch is resized to the teacher's 48 px
+    assert larger.shape == (3, 7) and torch.allclose(larger.sum(1), torch.ones(3))
+    assert torch.allclose(teacher(faces.flip(3)), teacher(faces), atol=1e-6)
+    blended = distilled_targets(torch.eye(7)[[0, 1, 2]], expected, weight=0.25)
+    assert torch.allclose(blended, 0.75 * torch.eye(7)[[0, 1, 2]] + 0.25 * expected)
+    with pytest.raises(CheckpointError, match="labels .* differ from the student's"):
+        Teacher([str(tiny_checkpoint)], LABELS_7[::-1], 1, [0.5], [0.25])
+
+
+def test_training_distils_from_a_teacher_and_refuses_an_unfit_one(tiny_checkpoint, tmp_path):
+    data = write_class_folder(tmp_path / "data", per_class=4)
+    common = ["--data", f"folder:{data}", "--epochs", "1", "--batch-size", "8", "--max-steps", "2", "--workers", "0",
+              "--ema-decay", "0"]
+    # the shipped 64 px model teaches a 48 px student
+    assert train_main([*common, "--teacher", str(SHIPPED_PTH), "--out", str(tmp_path / "kd")]) == 0
+    assert "--teacher" in load_checkpoint(tmp_path / "kd" / "best.pth")["meta"]["train_command"]
+    done = subprocess.run([sys.executable, "-m", "training.train", *common, "--teacher", str(tiny_checkpoint),
+                           "--out", str(tmp_path / "unfit")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().startswith(f"fer-train: error: teacher {tiny_checkpoint}: mean [0.5] differ")
 
 
 def test_bad_data_is_a_one_line_error(tmp_path):

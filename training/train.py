@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from .checkpoint import CheckpointError, git_commit, load_checkpoint, save_checkpoint
 from .datasets import DatasetError, load_dataset
+from .distill import Teacher, distilled_targets
 from .labels import labels_for
 from .losses import SoftTargetLoss
 from .model import ARCHS, build_model, count_mflops, count_parameters, load_pretrained
@@ -71,6 +72,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dropout", type=float, default=0.2)
     p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(alpha, alpha); 0 turns it off")
     p.add_argument("--pretrained", help="local checkpoint to initialise from (mismatched head/stem skipped)")
+    p.add_argument("--teacher", nargs="+", metavar="CKPT",
+                   help="distil from these trained checkpoints (their averaged, flip-averaged probabilities)")
+    p.add_argument("--distill-weight", type=float, default=0.5,
+                   help="weight of the teacher's probabilities in the training targets (with --teacher)")
     p.add_argument("--workers", type=int, default=1, help="data-loading processes")
     p.add_argument("--max-steps", type=int, default=0, help="stop each epoch after this many steps (smoke tests)")
     p.add_argument("--out", default="runs/train")
@@ -207,6 +212,14 @@ def main(argv: list[str] | None = None) -> int:
         skipped = load_pretrained(model, args.pretrained)
         if is_main:
             print(f"initialised from {args.pretrained}; {len(skipped)} tensors left as initialised")
+    if not 0 <= args.distill_weight <= 1:
+        print(f"fer-train: error: --distill-weight {args.distill_weight} is outside 0..1", file=sys.stderr)
+        return 2
+    try:
+        teacher = Teacher(args.teacher, labels, args.channels, mean, std) if args.teacher else None
+    except CheckpointError as exc:
+        print(f"fer-train: error: {exc}", file=sys.stderr)
+        return 2
     ema = AveragedModel(model, avg_fn=ema_average(args.ema_decay)) if args.ema_decay else None
     net = DistributedDataParallel(model) if distributed else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -252,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
                 group["lr"] = lr
             if args.mixup:
                 images, targets = mixup(images, targets, args.mixup)
+            if teacher is not None:
+                targets = distilled_targets(targets, teacher(images), args.distill_weight)
             loss = criterion(net(images), targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
