@@ -77,7 +77,7 @@ def test_training_distils_from_a_teacher_and_refuses_an_unfit_one(tiny_checkpoin
     data = write_class_folder(tmp_path / "data", per_class=4)
     common = ["--data", f"folder:{data}", "--epochs", "1", "--batch-size", "8", "--max-steps", "2", "--workers", "0",
               "--ema-decay", "0"]
-    # the shipped 64 px model teaches a 48 px student
+    # the shipped model teaches a 48 px student at its own, larger input size
     assert train_main([*common, "--teacher", str(SHIPPED_PTH), "--out", str(tmp_path / "kd")]) == 0
     assert "--teacher" in load_checkpoint(tmp_path / "kd" / "best.pth")["meta"]["train_command"]
     done = subprocess.run([sys.executable, "-m", "training.train", *common, "--teacher", str(tiny_checkpoint),
