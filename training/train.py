@@ -179,6 +179,9 @@ def append_metrics(path: Path, row: EpochMetrics) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not 0 <= args.distill_weight <= 1:
+        print(f"fer-train: error: --distill-weight must be between 0 and 1, got {args.distill_weight}", file=sys.stderr)
+        return 2
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:
         dist.init_process_group("gloo")
@@ -212,9 +215,6 @@ def main(argv: list[str] | None = None) -> int:
         skipped = load_pretrained(model, args.pretrained)
         if is_main:
             print(f"initialised from {args.pretrained}; {len(skipped)} tensors left as initialised")
-    if not 0 <= args.distill_weight <= 1:
-        print(f"fer-train: error: --distill-weight {args.distill_weight} is outside 0..1", file=sys.stderr)
-        return 2
     try:
         teacher = Teacher(args.teacher, labels, args.channels, mean, std) if args.teacher else None
     except CheckpointError as exc:
