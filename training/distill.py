@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from .model import class_probabilities
 
 
 class Teacher:
@@ -33,8 +34,8 @@ class Teacher:
         for model, size in zip(self.models, self.input_sizes):
             x = images if images.shape[-1] == size else F.interpolate(images, size=(size, size), mode="bilinear",
                                                                       antialias=True, align_corners=False)
-            probs = probs + model(x).softmax(1) + model(x.flip(3)).softmax(1)
-        return probs / (2 * len(self.models))
+            probs = probs + class_probabilities(model, x, flip=True)
+        return probs / len(self.models)
 
 
 def distilled_targets(targets: torch.Tensor, teacher_probs: torch.Tensor, weight: float) -> torch.Tensor:

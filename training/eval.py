@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .datasets import DatasetError, FaceDataset, load_dataset
+from .model import class_probabilities
 from .transforms import ModelInput
 
 
@@ -97,12 +98,8 @@ def predict_checkpoint(ckpt: dict, dataset: FaceDataset, flip: bool, batch_size:
     dataset.transform = ModelInput(meta["input_size"], meta["channels"], meta["mean"], meta["std"])
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
     out = []
-    with torch.no_grad():
-        for images, _ in tqdm(loader, desc="evaluate", leave=False):
-            probs = model(images).softmax(1)
-            if flip:
-                probs = (probs + model(images.flip(3)).softmax(1)) / 2
-            out.append(probs.numpy())
+    for images, _ in tqdm(loader, desc="evaluate", leave=False):
+        out.append(class_probabilities(model, images, flip).numpy())
     return np.concatenate(out)
 
 

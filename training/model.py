@@ -53,3 +53,10 @@ def count_mflops(model: nn.Module, in_channels: int, input_size: int) -> float:
         model(torch.zeros(1, in_channels, input_size, input_size))
     model.train(was_training)
     return counter.get_total_flops() / 2 / 1e6
+
+
+def class_probabilities(model: nn.Module, images: torch.Tensor, flip: bool = False) -> torch.Tensor:
+    """Softmax outputs for a batch, averaged with the mirrored faces if `flip` (no gradients)."""
+    with torch.no_grad():
+        probs = model(images).softmax(1)
+        return (probs + model(images.flip(3)).softmax(1)) / 2 if flip else probs
