@@ -298,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"fer-bench: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("fer-bench: interrupted; no report", file=sys.stderr)
+        return 130
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
         print(f"report: {args.json}")

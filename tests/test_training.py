@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -84,6 +86,29 @@ def test_training_distils_from_a_teacher_and_refuses_an_unfit_one(tiny_checkpoin
                            "--out", str(tmp_path / "unfit")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().startswith(f"fer-train: error: teacher {tiny_checkpoint}: mean [0.5] differ")
+
+
+def test_ctrl_c_stops_training_with_a_resumable_checkpoint_and_no_traceback(tmp_path):
+    data = write_class_folder(tmp_path / "data", per_class=4)
+    out, log = tmp_path / "run", tmp_path / "stdout.txt"
+    with open(log, "w") as stdout:
+        proc = subprocess.Popen([sys.executable, "-m", "training.train", "--data", f"folder:{data}", "--epochs",
+                                 "10000", "--batch-size", "8", "--ema-decay", "0", "--workers", "0", "--out", str(out)],
+                                cwd=ROOT, stdout=stdout, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 240
+            while "epoch 1:" not in log.read_text():  # printed once epoch 1 is in last.pth
+                assert proc.poll() is None and time.monotonic() < deadline, "training did not finish an epoch"
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in stderr
+    finished = load_checkpoint(out / "last.pth")["epoch"]
+    assert finished >= 1 and len(_losses(out)) in (finished, finished + 1)  # metrics.csv is written first
+    assert stderr.strip().splitlines()[-1] == (
+        f"fer-train: interrupted; {out / 'last.pth'} holds epoch {finished}; add --resume to continue")
 
 
 def test_bad_data_is_a_one_line_error(tmp_path):
@@ -168,3 +193,17 @@ def test_eval_averages_several_checkpoints_as_an_ensemble(tiny_checkpoint, tiny_
     mixed = evaluate(str(tiny_checkpoint), str(tiny_onnx))
     assert mixed.returncode == 2 and "Traceback" not in mixed.stderr
     assert "an ensemble takes checkpoints (.pth) only" in mixed.stderr
+
+
+def test_eval_interrupted_by_ctrl_c_exits_130_without_writing(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    import training.eval
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.eval, "predict_checkpoint", interrupted)
+    data = write_class_folder(tmp_path / "data", per_class=2)
+    code = training.eval.main(["--model", str(tiny_checkpoint), "--data", f"folder:{data}",
+                               "--out", str(tmp_path / "eval")])
+    assert code == 130 and not (tmp_path / "eval").exists()
+    assert capsys.readouterr().err.strip() == "fer-eval: interrupted before any result was written"

@@ -157,10 +157,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.limit and args.limit < len(dataset):
         dataset = dataset.subset(np.sort(np.random.default_rng(0).permutation(len(dataset))[:args.limit]))
-    if onnx_model:
-        scores = predict_onnx(args.model[0], dataset)
-    else:
-        scores = sum(predict_checkpoint(ckpt, dataset, args.flip) for ckpt in ckpts)
+    try:
+        if onnx_model:
+            scores = predict_onnx(args.model[0], dataset)
+        else:
+            scores = sum(predict_checkpoint(ckpt, dataset, args.flip) for ckpt in ckpts)
+    except KeyboardInterrupt:
+        print("fer-eval: interrupted before any result was written", file=sys.stderr)
+        return 130
     report = report_from_predictions(labels, dataset.hard_labels, scores.argmax(1))
     print(report.table())
     out = Path(args.out)

@@ -112,6 +112,34 @@ def learning_rate(args: argparse.Namespace, step: int, steps_per_epoch: int) -> 
     return 0.5 * args.lr * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
+def train_one_epoch(net, model, ema, teacher, optimizer, criterion, loader, args, epoch: int,
+                    steps_per_epoch: int, show_progress: bool) -> tuple[float, float]:
+    """One pass over the training data (mixup and distillation applied per batch); returns
+    (mean training loss, last learning rate)."""
+    net.train()
+    loss_sum, seen, lr = 0.0, 0, args.lr
+    bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not show_progress)
+    for step, (images, targets) in enumerate(bar):
+        if step >= steps_per_epoch:
+            break
+        lr = learning_rate(args, epoch * steps_per_epoch + step, steps_per_epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        if args.mixup:
+            images, targets = mixup(images, targets, args.mixup)
+        if teacher is not None:
+            targets = distilled_targets(targets, teacher(images), args.distill_weight)
+        loss = criterion(net(images), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        loss_sum, seen = loss_sum + loss.item() * len(images), seen + len(images)
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{lr:.2e}")
+    return loss_sum / max(1, seen), lr
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: DataLoader, criterion) -> tuple[float, float, float]:
     """(loss, accuracy, accuracy with horizontal-flip averaging) against the hard labels."""
@@ -251,49 +279,40 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(train_set)} train / {len(valid_set)} valid images; {world} process(es)")
 
     steps_per_epoch = len(train_loader) if not args.max_steps else min(args.max_steps, len(train_loader))
-    for epoch in range(start_epoch, args.epochs):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        net.train()
-        started, loss_sum, seen = time.time(), 0.0, 0
-        bar = tqdm(train_loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not is_main)
-        for step, (images, targets) in enumerate(bar):
-            if step >= steps_per_epoch:
-                break
-            lr = learning_rate(args, epoch * steps_per_epoch + step, steps_per_epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if args.mixup:
-                images, targets = mixup(images, targets, args.mixup)
-            if teacher is not None:
-                targets = distilled_targets(targets, teacher(images), args.distill_weight)
-            loss = criterion(net(images), targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    finished = start_epoch  # epochs saved in last.pth
+    try:
+        for epoch in range(start_epoch, args.epochs):
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            started = time.time()
+            train_loss, lr = train_one_epoch(net, model, ema, teacher, optimizer, criterion, train_loader, args,
+                                             epoch, steps_per_epoch, is_main)
+            if not is_main:
+                continue
+            scored = ema.module if ema is not None else model
             if ema is not None:
-                ema.update_parameters(model)
-            loss_sum, seen = loss_sum + loss.item() * len(images), seen + len(images)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{lr:.2e}")
-        if not is_main:
-            continue
-        scored = ema.module if ema is not None else model
-        if ema is not None:
-            # Averaged weights need their own BatchNorm statistics (averaging the running stats of
-            # a fast-changing network gives unusable ones): re-estimate them on training batches.
-            update_bn(itertools.islice(train_loader, BN_BATCHES), scored)
-        valid_loss, acc, acc_flip = evaluate(scored, valid_loader, criterion)
-        row = EpochMetrics(epoch + 1, lr, loss_sum / max(1, seen), valid_loss, acc, acc_flip, time.time() - started)
-        append_metrics(out / "metrics.csv", row)
-        plot_curves(read_metrics(out / "metrics.csv"), out / "curves.png")
-        if acc > best_acc:
-            best_acc = acc
-            save_checkpoint(out / "best.pth", scored, {**meta, "epoch": epoch + 1, "valid_accuracy": acc,
-                                                       "valid_accuracy_flip": acc_flip})
-        save_checkpoint(out / "last.pth", model, meta, optimizer=optimizer.state_dict(), epoch=epoch + 1,
-                        best_accuracy=best_acc, **({"ema": ema.state_dict()} if ema is not None else {}))
-        print(f"epoch {epoch + 1}: train loss {row.train_loss:.4f}, valid loss {valid_loss:.4f}, "
-              f"valid acc {100 * acc:.2f}% (flip {100 * acc_flip:.2f}%), best {100 * best_acc:.2f}%", flush=True)
+                # Averaged weights need their own BatchNorm statistics (averaging the running stats of
+                # a fast-changing network gives unusable ones): re-estimate them on training batches.
+                update_bn(itertools.islice(train_loader, BN_BATCHES), scored)
+            valid_loss, acc, acc_flip = evaluate(scored, valid_loader, criterion)
+            row = EpochMetrics(epoch + 1, lr, train_loss, valid_loss, acc, acc_flip, time.time() - started)
+            append_metrics(out / "metrics.csv", row)
+            plot_curves(read_metrics(out / "metrics.csv"), out / "curves.png")
+            if acc > best_acc:
+                best_acc = acc
+                save_checkpoint(out / "best.pth", scored, {**meta, "epoch": epoch + 1, "valid_accuracy": acc,
+                                                           "valid_accuracy_flip": acc_flip})
+            save_checkpoint(out / "last.pth", model, meta, optimizer=optimizer.state_dict(), epoch=epoch + 1,
+                            best_accuracy=best_acc, **({"ema": ema.state_dict()} if ema is not None else {}))
+            finished = epoch + 1
+            print(f"epoch {epoch + 1}: train loss {train_loss:.4f}, valid loss {valid_loss:.4f}, "
+                  f"valid acc {100 * acc:.2f}% (flip {100 * acc_flip:.2f}%), best {100 * best_acc:.2f}%", flush=True)
+    except KeyboardInterrupt:
+        if is_main:
+            saved = (f"{out / 'last.pth'} holds epoch {finished}; add --resume to continue" if finished
+                     else "no epoch had finished, nothing was saved")
+            print(f"fer-train: interrupted; {saved}", file=sys.stderr)
+        return 130
     if distributed:
         dist.barrier()
         dist.destroy_process_group()
