@@ -1,11 +1,46 @@
 """Knowledge distillation: frozen teacher checkpoints whose class probabilities join the training targets."""
 from __future__ import annotations
 
+import io
+import warnings
+
+import numpy as np
+import onnxruntime as ort
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from .model import class_probabilities
+
+PARITY_TOLERANCE = 1e-4
+
+
+def inference_session(model: nn.Module, channels: int, input_size: int, source: str) -> ort.InferenceSession:
+    """The network exported to an in-memory ONNX graph (dynamic batch) in an onnxruntime session.
+
+    onnxruntime runs these MobileNetV3s about 4x faster than torch's CPU inference (a 256-face batch of a
+    93.6 MFLOPs teacher: 0.35 s against 1.32 s on 2 cores). Raises CheckpointError unless the session
+    reproduces torch's logits within PARITY_TOLERANCE.
+    """
+    sample = torch.randn(4, channels, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    graph = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(model, (sample,), graph, input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
+                          dynamo=False)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    # Idle threads must not spin: torch's backward pass needs the cores between teacher calls.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(graph.getvalue(), options, providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = model(sample).numpy()
+    diff = float(np.abs(session.run(None, {"input": sample.numpy()})[0] - expected).max())
+    if diff > PARITY_TOLERANCE:
+        raise CheckpointError(f"teacher {source}: onnxruntime differs from torch by {diff:.1e}; "
+                              "check the onnxruntime installation")
+    return session
 
 
 class Teacher:
@@ -13,10 +48,11 @@ class Teacher:
 
     The teachers see the student's (augmented, mixed) batch, resized to their own input size; they must
     share the student's labels, channels and normalisation, so the same tensor means the same image.
+    They run in onnxruntime (see `inference_session`), each face and its mirror in one call.
     """
 
     def __init__(self, paths: list[str], labels: list[str], channels: int, mean: list[float], std: list[float]):
-        self.models, self.input_sizes = [], []
+        self.sessions, self.input_sizes = [], []
         for path in paths:
             ckpt = load_checkpoint(path)
             meta = ckpt["meta"]
@@ -24,18 +60,21 @@ class Teacher:
                 if meta[key] != expected:
                     raise CheckpointError(f"teacher {path}: {key} {meta[key]} differ from the student's {expected}; "
                                           "train the student with the teacher's settings")
-            self.models.append(model_from_checkpoint(ckpt, path).to(memory_format=torch.channels_last))
-            self.input_sizes.append(int(meta["input_size"]))
+            size = int(meta["input_size"])
+            self.sessions.append(inference_session(model_from_checkpoint(ckpt, path), channels, size, path))
+            self.input_sizes.append(size)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """[N, C, H, W] normalised images -> [N, classes] probabilities."""
-        probs = 0.0
-        for model, size in zip(self.models, self.input_sizes):
+        n, probs = len(images), 0.0
+        for session, size in zip(self.sessions, self.input_sizes):
             x = images if images.shape[-1] == size else F.interpolate(images, size=(size, size), mode="bilinear",
                                                                       antialias=True, align_corners=False)
-            probs = probs + class_probabilities(model, x, flip=True)
-        return probs / len(self.models)
+            both = torch.cat([x, x.flip(3)]).contiguous().numpy()
+            p = torch.from_numpy(session.run(None, {"input": both})[0]).softmax(1)
+            probs = probs + (p[:n] + p[n:]) / 2
+        return probs / len(self.sessions)
 
 
 def distilled_targets(targets: torch.Tensor, teacher_probs: torch.Tensor, weight: float) -> torch.Tensor:
