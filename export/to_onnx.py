@@ -15,7 +15,6 @@ import argparse
 import json
 import sys
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import torch
 
 from training.checkpoint import CheckpointError, git_commit, load_checkpoint, model_from_checkpoint
 from training.datasets import DatasetError, load_dataset
-from training.model import count_mflops, count_parameters
+from training.model import count_mflops, count_parameters, export_onnx
 from training.transforms import ModelInput
 
 PARITY_TOLERANCE = 1e-4
@@ -89,13 +88,7 @@ def export_fp32(ckpt: dict, output: Path, opset: int, sample: torch.Tensor, sour
     if flip_tta:
         model = FlipAveraged(model).eval()
     output.parent.mkdir(parents=True, exist_ok=True)
-    # The TorchScript exporter writes exactly the requested opset (17 suits older onnxruntime
-    # builds on boards); the dynamo exporter would raise it to 18.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (sample[:1],), str(output), input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
-                          dynamo=False)
+    export_onnx(model, sample[:1], str(output), opset)
     proto = onnx.load(str(output))
     set_metadata(proto, onnx_metadata(meta))
     onnx.checker.check_model(proto)

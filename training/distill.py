@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import warnings
 
 import numpy as np
 import onnxruntime as ort
@@ -11,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from .model import export_onnx
 
 PARITY_TOLERANCE = 1e-4
 
@@ -24,11 +24,7 @@ def inference_session(model: nn.Module, channels: int, input_size: int, source: 
     """
     sample = torch.randn(4, channels, input_size, input_size, generator=torch.Generator().manual_seed(0))
     graph = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(model, (sample,), graph, input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
-                          dynamo=False)
+    export_onnx(model, sample, graph)
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     # Idle threads must not spin: torch's backward pass needs the cores between teacher calls.

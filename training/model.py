@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import warnings
+from typing import IO
 
 import torch
 from torch import nn
@@ -60,3 +62,16 @@ def class_probabilities(model: nn.Module, images: torch.Tensor, flip: bool = Fal
     with torch.no_grad():
         probs = model(images).softmax(1)
         return (probs + model(images.flip(3)).softmax(1)) / 2 if flip else probs
+
+
+def export_onnx(model: nn.Module, sample: torch.Tensor, target: str | os.PathLike | IO[bytes], opset: int = 17) -> None:
+    """Write the network as an ONNX graph: `input` [N, C, H, W] (dynamic N) -> `logits`.
+
+    The TorchScript exporter writes exactly the requested opset (17 suits older onnxruntime builds on
+    boards); the dynamo exporter would raise it to 18.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (sample,), target, input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
+                          dynamo=False)
