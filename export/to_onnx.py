@@ -25,10 +25,8 @@ import torch
 
 from training.checkpoint import CheckpointError, git_commit, load_checkpoint, model_from_checkpoint
 from training.datasets import DatasetError, load_dataset
-from training.model import count_mflops, count_parameters, export_onnx
+from training.model import PARITY_TOLERANCE, count_mflops, count_parameters, export_onnx
 from training.transforms import ModelInput
-
-PARITY_TOLERANCE = 1e-4
 
 
 class FlipAveraged(torch.nn.Module):

@@ -10,9 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from .model import export_onnx
-
-PARITY_TOLERANCE = 1e-4
+from .model import PARITY_TOLERANCE, export_onnx
 
 
 def inference_session(model: nn.Module, channels: int, input_size: int, source: str) -> ort.InferenceSession:

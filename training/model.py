@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torchvision import models
 
+PARITY_TOLERANCE = 1e-4  # largest |torch - onnxruntime| logit difference accepted for an exported graph
 ARCHS = {"mobilenet_v3_small": models.mobilenet_v3_small, "mobilenet_v3_large": models.mobilenet_v3_large}
 
 
