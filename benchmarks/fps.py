@@ -210,6 +210,13 @@ def soak(source: Path, frames: int, detector, classifier: ExpressionClassifier) 
     return {"frames": n, "rss_mb_samples": samples, "rss_growth_after_warmup_mb": round(growth, 2)}
 
 
+def write_report(report: dict, path: str | None) -> None:
+    """The report as JSON at `path` (nothing when None)."""
+    if path:
+        Path(path).write_text(json.dumps(report, indent=1))
+        print(f"report: {path}")
+
+
 def print_table(reports: list[RunReport]) -> None:
     header = (f"{'variant':38} {'FPS':>7} {'x dec':>6} " + " ".join(f"{s[:7]:>7}" for s in STAGES)
               + f" {'faces/s':>8} {'ms/face':>8} {'p95':>6} {'recall':>7}")
@@ -301,9 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fer-bench: interrupted; no report", file=sys.stderr)
         return 130
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
-        print(f"report: {args.json}")
+    write_report(report, args.json)
     return 0
 
 

@@ -45,3 +45,25 @@ def test_fps_compare_rows_and_recall(tiny_onnx, media, tmp_path):
     # the variant that runs exactly the reference's detection finds exactly its faces
     assert runs["fp32 haar every frame, full size"]["recall"] == 1.0
     assert "no INT8 model" in done.stdout  # the tiny model has no INT8 copy: that row is left out, said so
+
+
+def test_train_speed_report(tmp_path):
+    """benchmarks/train_speed.py with the shipped checkpoint as student and teacher: every row, sane times."""
+    out = tmp_path / "train_speed.json"
+    ckpt = ROOT / "ckpt" / "ferplus_mobilenetv3_small.pth"
+    done = subprocess.run([sys.executable, "benchmarks/train_speed.py", "--student", ckpt, "--teacher", ckpt,
+                           "--batch-size", "4", "--steps", "2", "--warmup", "1", "--threads", "1", "--json", out],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    names = [r["name"] for r in report["rows"]]
+    assert len(names) == 4 and "teacher forward, onnxruntime (4 faces + mirrors)" in names
+    assert all(0 < r["min_s"] <= r["median_s"] and r["calls"] == 2 for r in report["rows"])
+    assert report["machine"]["torch"] and report["input_size"] >= 48 and report["threads"] == 1
+    assert "median s" in done.stdout
+
+
+def test_train_speed_missing_checkpoint(tmp_path):
+    done = subprocess.run([sys.executable, "benchmarks/train_speed.py", "--student", tmp_path / "none.pth"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "checkpoint not found" in done.stderr and "Traceback" not in done.stderr

@@ -112,6 +112,21 @@ def learning_rate(args: argparse.Namespace, step: int, steps_per_epoch: int) -> 
     return 0.5 * args.lr * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
+def train_step(net, teacher, optimizer, criterion, images: torch.Tensor, targets: torch.Tensor,
+               mixup_alpha: float = 0.0, distill_weight: float = 0.5) -> torch.Tensor:
+    """One optimisation step on a batch: mixup, the teacher's targets, forward, backward, update.
+    Returns the (detached) loss."""
+    if mixup_alpha:
+        images, targets = mixup(images, targets, mixup_alpha)
+    if teacher is not None:
+        targets = distilled_targets(targets, teacher(images), distill_weight)
+    loss = criterion(net(images), targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def train_one_epoch(net, model, ema, teacher, optimizer, criterion, loader, args, epoch: int,
                     steps_per_epoch: int, show_progress: bool) -> tuple[float, float]:
     """One pass over the training data (mixup and distillation applied per batch); returns
@@ -125,14 +140,7 @@ def train_one_epoch(net, model, ema, teacher, optimizer, criterion, loader, args
         lr = learning_rate(args, epoch * steps_per_epoch + step, steps_per_epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        if args.mixup:
-            images, targets = mixup(images, targets, args.mixup)
-        if teacher is not None:
-            targets = distilled_targets(targets, teacher(images), args.distill_weight)
-        loss = criterion(net(images), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss = train_step(net, teacher, optimizer, criterion, images, targets, args.mixup, args.distill_weight)
         if ema is not None:
             ema.update_parameters(model)
         loss_sum, seen = loss_sum + loss.item() * len(images), seen + len(images)

@@ -1,0 +1,143 @@
+"""Measured speed of training on this machine: a training step with and without distillation, and the
+distillation teachers' forward pass in torch and in onnxruntime.
+
+    python benchmarks/train_speed.py --student ckpt/ferplus_mobilenetv3_small.pth \\
+        --teacher runs/teacher_w100_72/best.pth --steps 12
+
+The networks are rebuilt from checkpoints (arch, width, input size); the student trains from its
+weights as a distillation run would (AdamW, soft-target loss, mixup). The batch is random images at
+the student's input size: the data loader is not timed (it runs in its own process during training).
+Each row is the median over `--steps` timed calls after `--warmup` untimed ones. Run it on an idle
+machine: a training run beside it halves every number.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # `python benchmarks/train_speed.py` from a checkout without installing
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from benchmarks.fps import machine, write_report  # noqa: E402
+from training.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint  # noqa: E402
+from training.distill import Teacher  # noqa: E402
+from training.losses import SoftTargetLoss  # noqa: E402
+from training.model import class_probabilities  # noqa: E402
+from training.train import train_step  # noqa: E402
+
+
+@dataclass
+class Timing:
+    name: str
+    median_s: float
+    min_s: float
+    calls: int
+
+
+def timed(name: str, call: Callable[[], object], steps: int, warmup: int) -> Timing:
+    for _ in range(warmup):
+        call()
+    seconds = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - start)
+    return Timing(name, round(statistics.median(seconds), 4), round(min(seconds), 4), steps)
+
+
+def torch_teacher(paths: list[str]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The teachers as torch would run them (channels-last, face and mirror), for comparison with
+    training.distill.Teacher's onnxruntime sessions."""
+    models = []
+    for path in paths:
+        ckpt = load_checkpoint(path)
+        model = model_from_checkpoint(ckpt, path).to(memory_format=torch.channels_last)
+        models.append((model, int(ckpt["meta"]["input_size"])))
+
+    def probabilities(images: torch.Tensor) -> torch.Tensor:
+        total = 0.0
+        for model, size in models:
+            x = images if images.shape[-1] == size else F.interpolate(images, size=(size, size), mode="bilinear",
+                                                                      antialias=True, align_corners=False)
+            total = total + class_probabilities(model, x, flip=True)
+        return total / len(models)
+
+    return probabilities
+
+
+def run(args: argparse.Namespace) -> dict:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    ckpt = load_checkpoint(args.student)
+    meta = ckpt["meta"]
+    student = model_from_checkpoint(ckpt, args.student).train().to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4)
+    criterion = SoftTargetLoss()
+    channels, size, classes = meta["channels"], int(meta["input_size"]), len(meta["labels"])
+    images = torch.randn(args.batch_size, channels, size, size).contiguous(memory_format=torch.channels_last)
+    targets = torch.rand(args.batch_size, classes).softmax(1)
+    step = lambda teacher: train_step(student, teacher, optimizer, criterion, images, targets, args.mixup)
+
+    rows = [timed(f"student step, no teacher (batch {args.batch_size})", lambda: step(None), args.steps, args.warmup)]
+    if args.teacher:
+        teacher = Teacher(args.teacher, meta["labels"], channels, meta["mean"], meta["std"])
+        reference = torch_teacher(args.teacher)
+        faces = f"{args.batch_size} faces + mirrors"
+        rows += [timed(f"teacher forward, torch ({faces})", lambda: reference(images), args.steps, args.warmup),
+                 timed(f"teacher forward, onnxruntime ({faces})", lambda: teacher(images), args.steps, args.warmup),
+                 timed(f"student step + onnxruntime teacher (batch {args.batch_size})", lambda: step(teacher),
+                       args.steps, args.warmup)]
+    return {"machine": {**machine(), "torch": torch.__version__},
+            "threads": args.threads, "student": args.student, "student_arch": f"{meta['arch']} x{meta.get('width_mult', 1.0)}",
+            "input_size": size, "teachers": args.teacher or [], "rows": [asdict(r) for r in rows]}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="fer-bench-train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--student", default=str(ROOT / "ckpt" / "ferplus_mobilenetv3_small.pth"), help="checkpoint")
+    p.add_argument("--teacher", nargs="+", metavar="CKPT", help="distillation teacher checkpoints")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--mixup", type=float, default=0.2)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch and onnxruntime threads")
+    p.add_argument("--steps", type=int, default=12, help="timed calls per row")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls before each row")
+    p.add_argument("--json", help="write the report here")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if min(args.batch_size, args.threads, args.steps) < 1:
+        print("fer-bench-train: error: --batch-size, --threads and --steps must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        report = run(args)
+    except CheckpointError as exc:
+        print(f"fer-bench-train: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fer-bench-train: interrupted; no report", file=sys.stderr)
+        return 130
+    width = max(len(r["name"]) for r in report["rows"])
+    print(f"{'':{width}}  median s   min s")
+    for r in report["rows"]:
+        print(f"{r['name']:{width}}  {r['median_s']:8.3f}  {r['min_s']:6.3f}")
+    m = report["machine"]
+    print(f"{report['student_arch']} at {report['input_size']} px; {m['cpu']}, {m['cores']} cores, "
+          f"{report['threads']} thread(s), torch {m['torch']}, onnxruntime {m['onnxruntime']}")
+    write_report(report, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
