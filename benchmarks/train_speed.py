@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> dict:
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4)
     criterion = SoftTargetLoss()
     channels, size, classes = meta["channels"], int(meta["input_size"]), len(meta["labels"])
-    images = torch.randn(args.batch_size, channels, size, size).contiguous(memory_format=torch.channels_last)
+    images = torch.randn(args.batch_size, channels, size, size)  # NCHW, as the DataLoader delivers it
     targets = torch.rand(args.batch_size, classes).softmax(1)
     step = lambda teacher: train_step(student, teacher, optimizer, criterion, images, targets, args.mixup)
 
