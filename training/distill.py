@@ -16,9 +16,9 @@ from .model import PARITY_TOLERANCE, export_onnx
 def inference_session(model: nn.Module, channels: int, input_size: int, source: str) -> ort.InferenceSession:
     """The network exported to an in-memory ONNX graph (dynamic batch) in an onnxruntime session.
 
-    onnxruntime runs these MobileNetV3s about 4x faster than torch's CPU inference (a 256-face batch of a
-    93.6 MFLOPs teacher: 0.35 s against 1.32 s on 2 cores). Raises CheckpointError unless the session
-    reproduces torch's logits within PARITY_TOLERANCE.
+    onnxruntime runs these MobileNetV3s faster than torch's CPU inference (`benchmarks/train_speed.py`:
+    128 faces and their mirrors through a 93.6 MFLOPs teacher in 0.29 s against 0.48 s on 2 cores).
+    Raises CheckpointError unless the session reproduces torch's logits within PARITY_TOLERANCE.
     """
     sample = torch.randn(4, channels, input_size, input_size, generator=torch.Generator().manual_seed(0))
     graph = io.BytesIO()
