@@ -25,11 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `python benchmarks/train_speed.py` from a checkout without installing
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from benchmarks.fps import machine, write_report  # noqa: E402
 from training.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint  # noqa: E402
-from training.distill import Teacher  # noqa: E402
+from training.distill import Teacher, resized  # noqa: E402
 from training.losses import SoftTargetLoss  # noqa: E402
 from training.model import class_probabilities  # noqa: E402
 from training.train import train_step  # noqa: E402
@@ -66,9 +65,7 @@ def torch_teacher(paths: list[str]) -> Callable[[torch.Tensor], torch.Tensor]:
     def probabilities(images: torch.Tensor) -> torch.Tensor:
         total = 0.0
         for model, size in models:
-            x = images if images.shape[-1] == size else F.interpolate(images, size=(size, size), mode="bilinear",
-                                                                      antialias=True, align_corners=False)
-            total = total + class_probabilities(model, x, flip=True)
+            total = total + class_probabilities(model, resized(images, size), flip=True)
         return total / len(models)
 
     return probabilities

@@ -37,6 +37,13 @@ def inference_session(model: nn.Module, channels: int, input_size: int, source: 
     return session
 
 
+def resized(images: torch.Tensor, size: int) -> torch.Tensor:
+    """A batch at a teacher's input size (antialiased bilinear; unchanged when it already fits)."""
+    if images.shape[-1] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
 class Teacher:
     """Averaged, horizontally flip-averaged class probabilities of one or more trained checkpoints.
 
@@ -63,8 +70,7 @@ class Teacher:
         """[N, C, H, W] normalised images -> [N, classes] probabilities."""
         n, probs = len(images), 0.0
         for session, size in zip(self.sessions, self.input_sizes):
-            x = images if images.shape[-1] == size else F.interpolate(images, size=(size, size), mode="bilinear",
-                                                                      antialias=True, align_corners=False)
+            x = resized(images, size)
             both = torch.cat([x, x.flip(3)]).contiguous().numpy()
             p = torch.from_numpy(session.run(None, {"input": both})[0]).softmax(1)
             probs = probs + (p[:n] + p[n:]) / 2
