@@ -4,14 +4,18 @@
     python -m runtime.camera --source clip.mp4 --headless --output out.mp4 --json out.jsonl
 
 With a display it shows the live visualizer (q or Esc quits); headless (e.g. a Pi over ssh) it
-writes the files and prints a progress line. Ctrl-C stops cleanly with every output finalized.
+writes the files and prints a progress line. Ctrl-C stops after the current frame, every output
+finalized and holding the same frames (a second Ctrl-C interrupts at once).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -166,6 +170,29 @@ class Outputs:
             self.json.close()
 
 
+@contextmanager
+def ctrl_c_between_frames() -> Iterator[threading.Event]:
+    """Turn the first Ctrl-C into a flag the frame loop checks, so every output holds the same frames.
+
+    A second Ctrl-C raises KeyboardInterrupt as usual (for a source that hangs).
+    """
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():  # signals only reach the main thread
+        yield stop
+        return
+
+    def on_sigint(signum, frame) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run(args: argparse.Namespace) -> int:
     source = args.source
     is_camera = source.isdigit()
@@ -187,20 +214,24 @@ def run(args: argparse.Namespace) -> int:
     count, faces, started, last_print = 0, 0, time.monotonic(), 0.0
     stopped = ""
     try:
-        for frame in frames:
-            outputs.write(frame)
-            count, faces = count + 1, faces + len(frame.results)
-            if visualizer is not None:
-                visualizer.update(frame.results, frame.image)
-                if visualizer.show() in (ord("q"), 27):
-                    stopped = " (quit)"
+        with ctrl_c_between_frames() as ctrl_c:
+            for frame in frames:
+                outputs.write(frame)
+                count, faces = count + 1, faces + len(frame.results)
+                if visualizer is not None:
+                    visualizer.update(frame.results, frame.image)
+                    if visualizer.show() in (ord("q"), 27):
+                        stopped = " (quit)"
+                        break
+                elif time.monotonic() - last_print > 1.0:
+                    last_print = time.monotonic()
+                    print(f"\rframes {count}, faces {faces}, {count / (last_print - started + 1e-9):.1f} fps",
+                          end="", file=sys.stderr, flush=True)
+                if ctrl_c.is_set():
+                    stopped = " (stopped by Ctrl-C)"
                     break
-            elif time.monotonic() - last_print > 1.0:
-                last_print = time.monotonic()
-                print(f"\rframes {count}, faces {faces}, {count / (last_print - started + 1e-9):.1f} fps",
-                      end="", file=sys.stderr, flush=True)
-            if args.max_frames and count >= args.max_frames:
-                break
+                if args.max_frames and count >= args.max_frames:
+                    break
     except KeyboardInterrupt:
         stopped = " (stopped by Ctrl-C)"
     finally:

@@ -85,3 +85,18 @@ def test_ctrl_c_finalizes_outputs(tiny_onnx, media, tmp_path):
     assert 0 < len(records) < 275
     video = cv2.VideoCapture(str(out))
     assert video.isOpened() and int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == len(records)
+
+
+def test_first_ctrl_c_is_a_flag_checked_between_frames():
+    import os
+    import signal
+
+    from runtime.camera import ctrl_c_between_frames
+
+    before = signal.getsignal(signal.SIGINT)
+    with ctrl_c_between_frames() as ctrl_c:
+        os.kill(os.getpid(), signal.SIGINT)  # mid-frame: must not interrupt the frame's writes
+        assert ctrl_c.is_set()
+        with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C still breaks out of a hung source
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before
