@@ -1,10 +1,12 @@
-# Two commands: `make demo` (runtime only) and `make test` (everything, then pytest).
+# Two commands: `make demo` (runtime only) and `make test` (everything, then pytest, then the runtime's tests
+# again in a runtime-only venv without torch, as on a Pi).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+RT_VENV := .venv-runtime
 DEMO_OUT := demo_output
 
-.PHONY: demo test install install-dev clean
+.PHONY: demo test test-runtime install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +23,14 @@ demo: install
 
 test: install-dev
 	$(PY) -m pytest -q
+	$(MAKE) --no-print-directory test-runtime
+
+# `pip install .` plus pytest, no torch: every runtime test runs, the training ones skip with their reason.
+test-runtime:
+	test -x $(RT_VENV)/bin/python || $(PYTHON) -m venv $(RT_VENV)
+	$(RT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check . pytest
+	$(RT_VENV)/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)"
+	$(RT_VENV)/bin/python -m pytest -q -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) *.egg-info
+	rm -rf $(VENV) $(RT_VENV) $(DEMO_OUT) *.egg-info build

@@ -1,11 +1,12 @@
 """Measured speed of every stage of the runtime pipeline on a video.
 
-    python benchmarks/fps.py --source ../shared/media/short_hamilton_clip.mp4 --threads 1
-    python benchmarks/fps.py --source CLIP --compare          # fp32/int8, Haar/YuNet, fast settings on/off
-    python benchmarks/fps.py --source CLIP --soak 10000       # RSS growth over a long run
+    python -m benchmarks.fps --source ../shared/media/short_hamilton_clip.mp4 --threads 1
+    python -m benchmarks.fps --source CLIP --compare          # fp32/int8, Haar/YuNet, fast settings on/off
+    python -m benchmarks.fps --source CLIP --soak 10000       # RSS growth over a long run
 
-Reports the time per frame of each stage (decode, detect, crop+preprocess, classify, smooth, draw),
-end-to-end FPS, faces per second, the classifier's per-face latency (p50/p95), peak RSS and the
+Frames run through the runtime's own per-frame pipeline (`runtime.FramePipeline`). Reports the time per
+frame of each stage (decode, detect, classify = crop + preprocess + model, smooth, draw), end-to-end FPS,
+faces per second, the classifier's per-face latency (p50/p95, one face through `predict`), peak RSS and the
 decode-only FPS of the same video (the ceiling). Recall is measured against full-frame Haar
 detection with the same parameters on every frame (a face counts when a box has IoU >= 0.5).
 """
@@ -25,14 +26,11 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # `python benchmarks/fps.py` from a checkout without installing
-
-from runtime import CascadeFaceDetector, ExpressionClassifier, LinearExponentialSmoothing, VideoSolver, YuNetFaceDetector  # noqa: E402
-from runtime.classifier import DEFAULT_MODEL  # noqa: E402
-from runtime.smoothing import box_iou  # noqa: E402
-from runtime.tracking import DEFAULT_DETECT_EVERY, IntervalDetector  # noqa: E402
-from runtime.visualizer import draw_faces  # noqa: E402
+from runtime import (DEFAULT_MODEL, CascadeFaceDetector, ExpressionClassifier, FramePipeline,
+                     LinearExponentialSmoothing, VideoSolver, YuNetFaceDetector)
+from runtime.boxes import box_iou
+from runtime.tracking import DEFAULT_DETECT_EVERY, IntervalDetector
+from runtime.visualizer import draw_faces
 
 try:
     from tqdm import tqdm
@@ -40,7 +38,8 @@ except ImportError:  # the runtime-only install has no tqdm
     def tqdm(iterable, **_):
         return iterable
 
-STAGES = ("decode", "detect", "preprocess", "classify", "smooth", "draw")
+STAGES = ("decode", "detect", "classify", "smooth", "draw")
+ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE = ROOT.parent / "shared" / "media" / "short_hamilton_clip.mp4"
 DEFAULT_YUNET = ROOT.parent / "shared" / "models" / "face_detection_yunet_2026may.onnx"
 # The runtime's fast defaults (runtime.camera and this benchmark).
@@ -87,24 +86,6 @@ def current_rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def read_frames(source: Path, count: int) -> list[np.ndarray]:
-    """Up to `count` frames, looping the video if it is shorter."""
-    capture = cv2.VideoCapture(str(source))
-    if not capture.isOpened():
-        raise UsageError(f"cannot open video {source}")
-    frames = []
-    while len(frames) < count:
-        ok, frame = capture.read()
-        if not ok:
-            if not frames:
-                raise UsageError(f"no frames in video {source}")
-            capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            continue
-        frames.append(frame)
-    capture.release()
-    return frames
-
-
 def decode_fps(source: Path, count: int) -> float:
     capture = cv2.VideoCapture(str(source))
     started, n = time.perf_counter(), 0
@@ -126,23 +107,21 @@ def make_detector(kind: str, model: Path | None, detect_every: int, detect_width
 
 
 def face_latency(classifier: ExpressionClassifier, face: np.ndarray, repeats: int = 300) -> tuple[float, float]:
-    """p50/p95 milliseconds of classifying one preprocessed face."""
-    batch = classifier.preprocess([face]).copy()
+    """p50/p95 milliseconds of classifying one face crop (`predict`: preprocessing and the model)."""
     for _ in range(20):
-        classifier.classify(batch)
+        classifier.predict([face])
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        classifier.classify(batch)
+        classifier.predict([face])
         times.append(time.perf_counter() - started)
     return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 95) * 1e3)
 
 
-def run_pipeline(name: str, source: Path, frames: int, detector, classifier: ExpressionClassifier,
-                 decode_only: float) -> RunReport:
-    """Decode and solve `frames` frames, timing each stage."""
+def run_pipeline(name: str, source: Path, frames: int, pipeline: FramePipeline, decode_only: float) -> RunReport:
+    """Decode, solve and draw `frames` frames, timing each stage."""
     capture = cv2.VideoCapture(str(source))
-    totals = dict.fromkeys(STAGES, 0.0)
+    decode = draw = 0.0
     faces, boxes_per_frame, sample_face = 0, [], None
     for _ in tqdm(range(frames), desc=name, leave=False):
         t0 = time.perf_counter()
@@ -151,27 +130,19 @@ def run_pipeline(name: str, source: Path, frames: int, detector, classifier: Exp
             capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, frame = capture.read()
         t1 = time.perf_counter()
-        boxes = detector.detect(frame)
+        results = pipeline(frame)
         t2 = time.perf_counter()
-        kept, crops = classifier.crop_faces(frame, boxes)
-        batch = classifier.preprocess(crops)
-        t3 = time.perf_counter()
-        results = classifier.to_results(kept, classifier.classify(batch)) if crops else []
-        t4 = time.perf_counter()
-        results = classifier.smooth(results)
-        t5 = time.perf_counter()
+        if results and sample_face is None:
+            sample_face = pipeline.classifier.crop(frame, results[0]["box"]).copy()
         draw_faces(frame, results)
-        t6 = time.perf_counter()
-        for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
-            totals[stage] += seconds
+        decode, draw = decode + t1 - t0, draw + time.perf_counter() - t2
         faces += len(results)
-        boxes_per_frame.append([list(map(int, b)) for b in kept])
-        if crops and sample_face is None:
-            sample_face = crops[0].copy()
+        boxes_per_frame.append([list(r["box"]) for r in results])
     capture.release()
+    totals = {"decode": decode, **pipeline.seconds, "draw": draw}
     total = sum(totals.values())
-    p50, p95 = face_latency(classifier, sample_face) if sample_face is not None else (float("nan"),) * 2
-    return RunReport(name, frames, faces, {k: round(1e3 * v / frames, 3) for k, v in totals.items()},
+    p50, p95 = face_latency(pipeline.classifier, sample_face) if sample_face is not None else (float("nan"),) * 2
+    return RunReport(name, frames, faces, {k: round(1e3 * totals[k] / frames, 3) for k in STAGES},
                      round(frames / total, 1), round(faces / total, 1), round(p50, 3), round(p95, 3),
                      round(decode_only, 1), round(frames / total / decode_only, 3), boxes=boxes_per_frame)
 
@@ -193,7 +164,7 @@ def recall(found: list, reference: list) -> float:
 def soak(source: Path, frames: int, detector, classifier: ExpressionClassifier) -> dict:
     """Loop the video through VideoSolver for `frames` frames, sampling RSS."""
     samples, n = [], 0
-    solver = VideoSolver(detector, classifier, detect_every=1)  # make_detector already chose the interval
+    solver = VideoSolver(detector, classifier, detect_every=1, smoother=LinearExponentialSmoothing(0.3))
     bar = tqdm(total=frames, desc="soak")
     while n < frames:
         solver.start(source)
@@ -253,7 +224,8 @@ def run(args: argparse.Namespace) -> dict:
         raise UsageError(f"video not found: {source}")
     cv2.setNumThreads(args.threads)
     decode_only = decode_fps(source, args.frames)
-    classifier = lambda model: ExpressionClassifier(model, LinearExponentialSmoothing(0.3), threads=args.threads)
+    classifier = lambda model: ExpressionClassifier(model, threads=args.threads)
+    pipeline = lambda detector, model: FramePipeline(detector, classifier(model), LinearExponentialSmoothing(0.3))
     report: dict = {"machine": machine(), "source": str(source), "threads": args.threads, "frames": args.frames}
     if args.soak:
         detector = make_detector(args.detector, Path(args.detector_model), args.detect_every, args.detect_width)
@@ -281,12 +253,12 @@ def run(args: argparse.Namespace) -> dict:
                          ("fp32 yunet every frame, full size", args.model, "yunet", *slow, {})]
     reference = None
     if args.compare:
-        reference = run_pipeline("reference", source, args.frames, make_detector("haar", None, **SLOW),
-                                 classifier(args.model), decode_only).boxes
+        reference = run_pipeline("reference", source, args.frames,
+                                 pipeline(make_detector("haar", None, **SLOW), args.model), decode_only).boxes
     reports = []
     for name, model, kind, every, width, tracking in variants:
         detector = make_detector(kind, Path(args.detector_model), every, width, **tracking)
-        r = run_pipeline(name, source, args.frames, detector, classifier(model), decode_only)
+        r = run_pipeline(name, source, args.frames, pipeline(detector, model), decode_only)
         if reference is not None:
             r.recall = round(recall(r.boxes, reference), 4)
         reports.append(r)

@@ -1,7 +1,7 @@
 """Measured speed of training on this machine: a training step with and without distillation, and the
 distillation teachers' forward pass in torch and in onnxruntime.
 
-    python benchmarks/train_speed.py --student ckpt/ferplus_mobilenetv3_small.pth \\
+    python -m benchmarks.train_speed --student ckpt/ferplus_mobilenetv3_small.pth \\
         --teacher runs/teacher_w100_72/best.pth --steps 12
 
 The networks are rebuilt from checkpoints (arch, width, input size); the student trains from its
@@ -18,20 +18,17 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Callable
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # `python benchmarks/train_speed.py` from a checkout without installing
+import torch
 
-import torch  # noqa: E402
-
-from benchmarks.fps import machine, write_report  # noqa: E402
-from training.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint  # noqa: E402
-from training.distill import Teacher, resized  # noqa: E402
-from training.losses import SoftTargetLoss  # noqa: E402
-from training.model import class_probabilities  # noqa: E402
-from training.train import train_step  # noqa: E402
+from benchmarks.fps import machine, write_report
+from runtime import DEFAULT_MODEL
+from training.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from training.distill import Teacher, resized
+from training.losses import SoftTargetLoss
+from training.model import class_probabilities
+from training.train import train_step
 
 
 @dataclass
@@ -101,7 +98,7 @@ def run(args: argparse.Namespace) -> dict:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="fer-bench-train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--student", default=str(ROOT / "ckpt" / "ferplus_mobilenetv3_small.pth"), help="checkpoint")
+    p.add_argument("--student", default=str(DEFAULT_MODEL.with_suffix(".pth")), help="checkpoint")
     p.add_argument("--teacher", nargs="+", metavar="CKPT", help="distillation teacher checkpoints")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--mixup", type=float, default=0.2)

@@ -1,21 +1,25 @@
 """Export a training checkpoint to the ONNX model the runtime runs.
 
     python -m export.to_onnx --checkpoint ckpt/ferplus_mobilenetv3_small.pth \
-        --output ckpt/ferplus_mobilenetv3_small.onnx --int8 --calib ferplus:../shared/datasets/ferplus
+        --output ckpt/ferplus_mobilenetv3_small.onnx --int8 --calib ferplus:../shared/datasets/ferplus \
+        --metrics runs/eval_test/metrics.json
 
 The graph takes `input` float32 [N, C, H, W] (dynamic N) and returns `logits` [N, classes]; labels
-and preprocessing travel in the model's metadata. The export fails unless onnxruntime reproduces
-torch's logits within 1e-4. `--flip-tta` builds the mirror image into the graph: it returns the log
-of the mean of the face's and its mirror's class probabilities (so a softmax gives that mean), at
-twice the classifier's cost.
+and preprocessing travel in the model's metadata (`runtime.metadata.ModelMetadata`). The export fails
+unless onnxruntime reproduces torch's logits within 1e-4. `--flip-tta` builds the mirror image into the
+graph: it returns the log of the mean of the face's and its mirror's class probabilities (so a softmax
+gives that mean), at twice the classifier's cost. `--metrics` takes the `metrics.json` that
+`python -m training.eval --model CKPT --split test [--flip]` wrote for this checkpoint and stores its
+accuracy in the model's metadata.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +27,11 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from training.checkpoint import CheckpointError, git_commit, load_checkpoint, model_from_checkpoint
+from runtime.image import preprocess
+from runtime.metadata import ModelMetadata
+from training.checkpoint import CheckpointError, git_commit, load_checkpoint, model_from_checkpoint, model_metadata
 from training.datasets import DatasetError, load_dataset
-from training.model import PARITY_TOLERANCE, count_mflops, count_parameters, export_onnx
-from training.transforms import ModelInput
+from training.model import ParityError, count_mflops, count_parameters, export_onnx, flip_averaged
 
 
 class FlipAveraged(torch.nn.Module):
@@ -37,13 +42,11 @@ class FlipAveraged(torch.nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        probs = self.model(torch.cat([images, images.flip(3)])).softmax(1)
-        # [2N, C] -> [2, N, C]: a reshape with -1 keeps the batch dynamic in the exported graph.
-        return probs.reshape(2, -1, probs.shape[1]).mean(0).log()
+        return flip_averaged(lambda x: self.model(x).softmax(1), images).log()
 
 
-class ExportError(RuntimeError):
-    """The exported model is not faithful to the checkpoint."""
+class ExportError(ValueError):
+    """An export that cannot be done as asked; the message says why."""
 
 
 @dataclass
@@ -55,21 +58,25 @@ class ExportReport:
     max_abs_diff: float
 
 
-def onnx_metadata(meta: dict) -> dict[str, str]:
-    """The metadata_props the runtime reads (lists as JSON)."""
-    return {
-        "labels": json.dumps(meta["labels"]),
-        "input_size": str(meta["input_size"]),
-        "channels": str(meta["channels"]),
-        "mean": json.dumps(meta["mean"]),
-        "std": json.dumps(meta["std"]),
-        "face_margin": str(meta.get("face_margin", 0.1)),
-        "arch": meta["arch"],
-        "dataset": meta.get("dataset", "unknown"),
-        "accuracy": str(meta.get("test_accuracy_flip" if meta.get("flip_tta") else "test_accuracy", "unknown")),
-        "flip_tta": str(int(bool(meta.get("flip_tta", False)))),
-        "source_commit": meta.get("source_commit") or git_commit(),
-    }
+def metadata_for(ckpt: dict, source: str, flip_tta: bool, metrics: str | None) -> ModelMetadata:
+    """The exported model's metadata: the checkpoint's, the graph's flip averaging, and the FER2013Test accuracy
+    of a `training.eval` report on this checkpoint (checked: test split, same checkpoint, same flip setting)."""
+    meta = replace(model_metadata(ckpt), flip_tta=flip_tta, extra={})
+    if meta.source_commit == "unknown":
+        meta = replace(meta, source_commit=git_commit())
+    if not metrics:
+        return replace(meta, accuracy=None)
+    try:
+        report = json.loads(Path(metrics).read_text())
+        evaluated, split, flip, accuracy = report["model"], report["split"], report["flip"], report["accuracy"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ExportError(f"--metrics {metrics}: not a metrics.json of training.eval ({exc})") from None
+    if len(evaluated) != 1 or os.path.realpath(evaluated[0]) != os.path.realpath(source):
+        raise ExportError(f"--metrics {metrics} measured {evaluated}, not {source}")
+    if split != "test" or bool(flip) != flip_tta:
+        raise ExportError(f"--metrics {metrics} is a {split} split{' with' if flip else ' without'} --flip; "
+                          f"the exported graph needs the test split{' with' if flip_tta else ' without'} --flip")
+    return replace(meta, accuracy=round(100 * accuracy, 2))
 
 
 def set_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
@@ -78,27 +85,35 @@ def set_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
         model.metadata_props.add(key=key, value=value)
 
 
+def save_atomically(proto: onnx.ModelProto, output: Path) -> None:
+    """Write `output` whole or not at all (a crash or Ctrl-C never leaves a truncated model)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".tmp")
+    try:
+        onnx.save(proto, str(tmp))
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def export_fp32(ckpt: dict, output: Path, opset: int, sample: torch.Tensor, source: str,
-                flip_tta: bool = False) -> ExportReport:
-    """Export, attach metadata, check with onnx.checker and compare with torch on `sample`."""
-    meta = {**ckpt["meta"], "flip_tta": flip_tta}
+                flip_tta: bool = False, metadata: ModelMetadata | None = None) -> ExportReport:
+    """Export (checked against torch on `sample`), attach the metadata and write `output` atomically."""
+    metadata = metadata or metadata_for(ckpt, source, flip_tta, None)
     model = model_from_checkpoint(ckpt, source)
     if flip_tta:
         model = FlipAveraged(model).eval()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    export_onnx(model, sample[:1], str(output), opset)
-    proto = onnx.load(str(output))
-    set_metadata(proto, onnx_metadata(meta))
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(output))
+    try:
+        proto = export_onnx(model, sample, opset)
+    except ParityError as exc:
+        raise ExportError(str(exc)) from None
+    set_metadata(proto, metadata.to_props())
+    save_atomically(proto, output)
     with torch.no_grad():
         expected = model(sample).numpy()
     got = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"]).run(None, {"input": sample.numpy()})[0]
-    diff = float(np.abs(expected - got).max())
-    if diff > PARITY_TOLERANCE:
-        raise ExportError(f"onnxruntime differs from torch by {diff:.2e} (> {PARITY_TOLERANCE:.0e}) on {len(sample)} inputs")
     return ExportReport(output, output.stat().st_size, count_parameters(model),
-                        count_mflops(model, meta["channels"], meta["input_size"]), diff)
+                        count_mflops(model, metadata.channels, metadata.input_size), float(np.abs(expected - got).max()))
 
 
 class _Calibration:
@@ -122,29 +137,29 @@ def export_int8(fp32_path: Path, output: Path, calibration: np.ndarray) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory() as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
+        prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         options = dict(quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                        weight_type=QuantType.QInt8)
         try:
-            quantize_static(str(prepared), str(output), _Calibration(calibration),
+            quantize_static(str(prepared), str(quantized), _Calibration(calibration),
                             calibrate_method=CalibrationMethod.Percentile, **options)
         except ValueError as exc:  # histograms fail on activations with a (near) zero range
             print(f"percentile calibration failed ({exc}); using MinMax", file=sys.stderr)
-            quantize_static(str(prepared), str(output), _Calibration(calibration),
+            quantize_static(str(prepared), str(quantized), _Calibration(calibration),
                             calibrate_method=CalibrationMethod.MinMax, **options)
-    proto = onnx.load(str(output))
+        proto = onnx.load(str(quantized))
     set_metadata(proto, {p.key: p.value for p in onnx.load(str(fp32_path)).metadata_props})
-    onnx.save(proto, str(output))
+    save_atomically(proto, output)
     return output
 
 
-def faces_batch(spec: str, split: str, count: int, meta: dict, seed: int = 0) -> np.ndarray:
-    """`count` faces of a data set, preprocessed exactly as the runtime does."""
-    dataset = load_dataset(spec, split, meta["labels"])
-    dataset.transform = ModelInput(meta["input_size"], meta["channels"], meta["mean"], meta["std"])
+def faces_batch(spec: str, split: str, count: int, meta: ModelMetadata, seed: int = 0) -> np.ndarray:
+    """`count` faces of a data set, preprocessed by the runtime's own `preprocess`."""
+    dataset = load_dataset(spec, split, meta.labels)
     picks = np.random.default_rng(seed).permutation(len(dataset))[:count]
-    return torch.stack([dataset[int(i)][0] for i in picks]).numpy()
+    faces = [dataset.read(dataset.items[int(i)]) for i in picks]
+    return preprocess(faces, meta.input_size, meta.channels, meta.mean, meta.std)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -157,6 +172,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--flip-tta", action="store_true",
                    help="average each face with its mirror image inside the graph (2x classifier cost)")
+    p.add_argument("--metrics", help="metrics.json of `training.eval --model CHECKPOINT --split test` (with --flip "
+                                     "for --flip-tta): its accuracy goes into the model's metadata")
     return p.parse_args(argv)
 
 
@@ -168,14 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output)
     try:
         ckpt = load_checkpoint(args.checkpoint)
-        meta = ckpt["meta"]
+        meta = metadata_for(ckpt, args.checkpoint, args.flip_tta, args.metrics)
         if args.calib:
             calibration = faces_batch(args.calib, "train", args.calib_count, meta)
             sample = torch.from_numpy(calibration[:16])
         else:
-            sample = torch.randn(8, meta["channels"], meta["input_size"], meta["input_size"],
+            sample = torch.randn(8, meta.channels, meta.input_size, meta.input_size,
                                  generator=torch.Generator().manual_seed(0))
-        report = export_fp32(ckpt, output, args.opset, sample, args.checkpoint, args.flip_tta)
+        report = export_fp32(ckpt, output, args.opset, sample, args.checkpoint, args.flip_tta, meta)
     except (CheckpointError, DatasetError, ExportError) as exc:
         print(f"fer-export: error: {exc}", file=sys.stderr)
         return 2

@@ -23,10 +23,14 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from .classifier import ExpressionClassifier, ModelError
-from .detectors import CascadeFaceDetector, YuNetFaceDetector, to_bgr
+from .classifier import ExpressionClassifier
+from .detectors import CascadeFaceDetector, YuNetFaceDetector
+from .image import to_bgr
+from .metadata import ModelError
+from .pipeline import FramePipeline
 from .smoothing import LinearExponentialSmoothing
-from .solvers import DEFAULT_DETECT_EVERY, CameraSolver, VideoSolver
+from .solvers import StreamSolver
+from .tracking import DEFAULT_DETECT_EVERY
 from .visualizer import Visualizer, draw_faces, has_display
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -69,8 +73,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def build_pipeline(args: argparse.Namespace, video: bool):
-    """(detector, classifier) as the options ask; smoothing only for video streams."""
+def build_parts(args: argparse.Namespace, video: bool):
+    """(detector, classifier, smoother) as the options ask; smoothing only for video streams."""
     if args.smoothing < 0 or args.smoothing > 1:
         raise UsageError(f"--smoothing must be between 0 and 1, got {args.smoothing}")
     detect_width = (VIDEO_DETECT_WIDTH if video else None) if args.detect_width is None else args.detect_width or None
@@ -81,7 +85,7 @@ def build_pipeline(args: argparse.Namespace, video: bool):
     else:
         detector = CascadeFaceDetector(detect_width=detect_width)
     smoother = LinearExponentialSmoothing(args.smoothing) if video and args.smoothing > 0 else None
-    return detector, ExpressionClassifier(args.model, smoother=smoother, threads=args.threads)
+    return detector, ExpressionClassifier(args.model, threads=args.threads), smoother
 
 
 def image_files(source: Path) -> list[Path]:
@@ -91,14 +95,14 @@ def image_files(source: Path) -> list[Path]:
     return files
 
 
-def image_frames(files: list[Path], detector, classifier) -> Iterator[Frame]:
+def image_frames(files: list[Path], pipeline: FramePipeline) -> Iterator[Frame]:
     for index, path in enumerate(files):
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if image is None:
             raise UsageError(f"cannot read image {path}: not an image file OpenCV can decode")
         if image.dtype != np.uint8:
             image = cv2.convertScaleAbs(image, alpha=255.0 / max(1, int(image.max())))
-        yield Frame(index, None, path.name, image, classifier.detect(image, detector.detect(image)))
+        yield Frame(index, None, path.name, image, pipeline(image))
 
 
 def stream_frames(solver, is_camera: bool) -> Iterator[Frame]:
@@ -200,16 +204,15 @@ def run(args: argparse.Namespace) -> int:
     if not is_camera and not path.exists():
         raise UsageError(f"source not found: {source} (give a camera index, a video, an image or a folder)")
     images = image_files(path) if not is_camera and (path.is_dir() or path.suffix.lower() in IMAGE_EXTENSIONS) else None
-    detector, classifier = build_pipeline(args, video=images is None)
+    detector, classifier, smoother = build_parts(args, video=images is None)
     solver = None
     if images is None:
-        kind = CameraSolver if is_camera else VideoSolver
-        solver = kind(detector, classifier, detect_every=args.detect_every).start(int(source) if is_camera else path)
-        frames = stream_frames(solver, is_camera)
+        solver = StreamSolver(detector, classifier, detect_every=args.detect_every, smoother=smoother)
+        frames = stream_frames(solver.start(int(source) if is_camera else path), is_camera)
     else:
-        frames = image_frames(images, detector, classifier)
+        frames = image_frames(images, FramePipeline(detector, classifier))
     window = not args.headless and has_display()
-    visualizer = Visualizer(classifier.express_table) if window else None
+    visualizer = Visualizer(classifier.labels) if window else None
     outputs = Outputs(args.output, args.json, images, getattr(solver, "fps", 0.0))
     count, faces, started, last_print = 0, 0, time.monotonic(), 0.0
     stopped = ""

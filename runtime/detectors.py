@@ -10,30 +10,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .image import to_bgr, to_gray
+
 NO_BOXES = np.zeros((0, 4), dtype=np.int32)
-
-
-def to_gray(frame: np.ndarray) -> np.ndarray:
-    """Grayscale view of a gray, BGR or BGRA frame."""
-    if frame.ndim == 2:
-        return frame
-    if frame.shape[2] == 1:
-        return frame[:, :, 0]
-    return cv2.cvtColor(frame, cv2.COLOR_BGRA2GRAY if frame.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
-
-
-def to_bgr(frame: np.ndarray) -> np.ndarray:
-    """BGR copy (or view) of a gray, BGR or BGRA frame."""
-    if frame.ndim == 2 or frame.shape[2] == 1:
-        return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-    return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR) if frame.shape[2] == 4 else frame
-
-
-def to_rgb(frame: np.ndarray) -> np.ndarray:
-    """RGB copy of a gray, BGR or BGRA frame (the channel order of 3-channel models)."""
-    if frame.ndim == 2 or frame.shape[2] == 1:
-        return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-    return cv2.cvtColor(frame, cv2.COLOR_BGRA2RGB if frame.shape[2] == 4 else cv2.COLOR_BGR2RGB)
 
 
 def _shrink_factor(width: int, detect_width: int | None) -> float:

@@ -3,30 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def box_iou(a, b) -> float:
-    """Intersection over union of two x, y, w, h boxes."""
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    iw = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    ih = max(0, min(ay + ah, by + bh) - max(ay, by))
-    inter = iw * ih
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0 else 0.0
-
-
-def match_boxes(previous: list, current: list, threshold: float = 0.5) -> dict[int, int]:
-    """Greedy one-to-one matching by IoU: {current index: previous index} for pairs above threshold."""
-    pairs = sorted(((box_iou(c, p), ci, pi) for ci, c in enumerate(current) for pi, p in enumerate(previous)),
-                   reverse=True)
-    matched, used = {}, set()
-    for iou, ci, pi in pairs:
-        if iou <= threshold:
-            break
-        if ci not in matched and pi not in used:
-            matched[ci] = pi
-            used.add(pi)
-    return matched
+from .boxes import match_boxes
 
 
 class LinearExponentialSmoothing:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .classifier import widen_box
-from .detectors import NO_BOXES, to_gray
-from .smoothing import box_iou, match_boxes
+from .boxes import box_iou, match_boxes, widen_box
+from .detectors import NO_BOXES
+from .image import to_gray
 
 DEFAULT_DETECT_EVERY = 15
 THUMBNAIL = (64, 36)  # the frame size at which scene cuts are measured
@@ -28,6 +28,16 @@ class Track:
     """A known face: its last box and how many searches in a row have missed it."""
     box: np.ndarray
     lost: int = 0
+
+
+def tracked(detector, every: int = DEFAULT_DETECT_EVERY):
+    """`detector` with full detection every `every` frames and tracking in between (an IntervalDetector);
+    `every=1`, or a detector that already is one, is returned as it is."""
+    if every < 1:
+        raise ValueError(f"detect_every must be >= 1, got {every}")
+    if every == 1 or isinstance(detector, IntervalDetector):
+        return detector
+    return IntervalDetector(detector, every=every)
 
 
 class IntervalDetector:

@@ -9,7 +9,7 @@ from collections import deque
 import cv2
 import numpy as np
 
-from .detectors import to_bgr
+from .image import to_bgr
 
 PALETTE = [(0, 200, 255), (180, 0, 180), (0, 140, 0), (0, 220, 0), (200, 120, 0), (0, 0, 230),
            (160, 160, 160), (120, 60, 200)]  # BGR, one per class

@@ -1,4 +1,7 @@
-"""Shared fixtures: paths to the optional shared data, and a small exported model."""
+"""Shared fixtures: paths to the optional shared data and small models.
+
+The runtime's tests need neither torch nor onnx: they use the committed `tests/data/tiny_expression.onnx`
+(`tests/data/make_tiny_model.py` rebuilds it). Tests that need torch skip with a reason when it is absent."""
 from __future__ import annotations
 
 import os
@@ -14,6 +17,13 @@ SHIPPED_ONNX = ROOT / "ckpt" / "ferplus_mobilenetv3_small.onnx"
 SHIPPED_INT8 = ROOT / "ckpt" / "ferplus_mobilenetv3_small.int8.onnx"
 SHIPPED_PTH = ROOT / "ckpt" / "ferplus_mobilenetv3_small.pth"
 MODEL_CARD = ROOT / "ckpt" / "MODEL_CARD.md"
+TINY_ONNX = DATA / "tiny_expression.onnx"
+NEEDS_TORCH = "needs torch (the train extra: pip install -e '.[train]')"
+
+
+def require_torch():
+    """Skip the calling test (or module) with a reason when torch is not installed."""
+    return pytest.importorskip("torch", reason=NEEDS_TORCH)
 
 
 def ferplus_root() -> Path | None:
@@ -64,10 +74,10 @@ def write_class_folder(root: Path, per_class: int = 10, size: int = 48, seed: in
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A random-init 7-class checkpoint with full metadata."""
+    torch = require_torch()
     from training.checkpoint import save_checkpoint
     from training.labels import LABELS_7
     from training.model import build_model
-    import torch
 
     torch.manual_seed(0)
     model = build_model("mobilenet_v3_small", 7, 1, 1)
@@ -84,7 +94,14 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_onnx(tiny_checkpoint, tmp_path_factory) -> Path:
+def tiny_onnx() -> Path:
+    """A 2 KB expression model with full metadata (committed; no torch needed)."""
+    return TINY_ONNX
+
+
+@pytest.fixture(scope="session")
+def exported_tiny(tiny_checkpoint, tmp_path_factory) -> Path:
+    """`tiny_checkpoint` through `python -m export.to_onnx`."""
     from export.to_onnx import main
 
     out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"

@@ -7,8 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from training.datasets import DatasetError, load_dataset
-from training.labels import LABELS_7, LABELS_8, canonical_label
+pytest.importorskip("torch", reason="needs torch (the train extra: pip install -e '.[train]')")
+
+from training.datasets import DatasetError, load_dataset  # noqa: E402
+from training.labels import LABELS_7, LABELS_8, canonical_label  # noqa: E402
 
 from .conftest import write_class_folder
 

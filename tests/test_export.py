@@ -6,10 +6,11 @@ import subprocess
 import sys
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="needs torch (the train extra: pip install -e '.[train]')")
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
 
 from export.to_onnx import main as export_main
 from training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
@@ -19,8 +20,8 @@ from training.model import build_model
 from .conftest import ROOT, write_class_folder
 
 
-def test_graph_metadata_and_parity(tiny_checkpoint, tiny_onnx):
-    proto = onnx.load(str(tiny_onnx))
+def test_graph_metadata_and_parity(tiny_checkpoint, exported_tiny):
+    proto = onnx.load(str(exported_tiny))
     onnx.checker.check_model(proto)
     assert [i.name for i in proto.graph.input] == ["input"] and [o.name for o in proto.graph.output] == ["logits"]
     dims = proto.graph.input[0].type.tensor_type.shape.dim
@@ -32,7 +33,7 @@ def test_graph_metadata_and_parity(tiny_checkpoint, tiny_onnx):
     assert json.loads(meta["labels"]) == LABELS_7 and json.loads(meta["std"]) == [0.25]
     model = model_from_checkpoint(load_checkpoint(tiny_checkpoint))
     batch = torch.randn(5, 1, 48, 48)
-    got = ort.InferenceSession(str(tiny_onnx)).run(None, {"input": batch.numpy()})[0]
+    got = ort.InferenceSession(str(exported_tiny)).run(None, {"input": batch.numpy()})[0]
     assert got.shape == (5, 7)
     assert np.abs(got - model(batch).detach().numpy()).max() < 1e-4
 

