@@ -200,9 +200,14 @@ def test_measured_accuracy_reaches_the_onnx_metadata_without_touching_the_checkp
                         "--metrics", str(tmp_path / "eval" / "metrics.json")]) == 0
     assert ExpressionClassifier(out).metadata.accuracy == round(100 * measured, 2)
     assert tiny_checkpoint.read_bytes() == before
-    # a report of another split, or one made without the flip the graph has, is refused
+    # a report made without the flip the graph has, or on reframed faces, is refused
     assert export_main(["--checkpoint", str(tiny_checkpoint), "--output", str(out), "--flip-tta",
                         "--metrics", str(tmp_path / "eval" / "metrics.json")]) == 2
+    done = _eval("--model", str(tiny_checkpoint), "--data", f"folder:{data}", "--split", "test", "--reframe", "0.8",
+                 "--out", str(tmp_path / "tight"))
+    assert done.returncode == 0 and json.loads((tmp_path / "tight" / "metrics.json").read_text())["reframe"] == 0.8
+    assert export_main(["--checkpoint", str(tiny_checkpoint), "--output", str(out),
+                        "--metrics", str(tmp_path / "tight" / "metrics.json")]) == 2
 
 
 def test_eval_averages_several_checkpoints_as_an_ensemble(tiny_checkpoint, tiny_onnx, tmp_path):

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from .datasets import DatasetError, FaceDataset, load_dataset
 from .model import class_probabilities
-from .transforms import ModelInput
+from .transforms import ModelInput, reframed
 
 
 @dataclass
@@ -91,6 +91,16 @@ def plot_confusion(report: EvalReport, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+class Reframed:
+    """A data set reader whose faces come out reframed (`training.transforms.reframed`)."""
+
+    def __init__(self, read, side: float):
+        self.read, self.side = read, side
+
+    def __call__(self, item) -> np.ndarray:
+        return reframed(self.read(item), self.side)
+
+
 def predict_checkpoint(ckpt: dict, dataset: FaceDataset, flip: bool, batch_size: int = 256) -> np.ndarray:
     """Class probabilities (N, classes) of a checkpoint, averaged with the mirrored face if `flip`."""
     meta = ckpt["meta"]
@@ -124,6 +134,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--flip", action="store_true", help="average with the mirrored face (checkpoints only; an ONNX "
                                                        "model does so when exported with --flip-tta)")
     p.add_argument("--limit", type=int, default=0, help="evaluate a fixed random subset of this size")
+    p.add_argument("--reframe", type=float, default=1.0, metavar="SIDE",
+                   help="frame every face SIDE times as wide first: 0.8 = its central 80%%, 1.2 = padded by 10%% per "
+                        "side (edges replicated); how robust the model is to a detector's tighter or looser crops")
     p.add_argument("--out", default="runs/eval", help="folder for confusion_matrix.png and metrics.json (the "
                                                       "exporter's --metrics reads the latter)")
     return p.parse_args(argv)
@@ -154,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, DatasetError, ValueError) as exc:
         print(f"fer-eval: error: {exc}", file=sys.stderr)
         return 2
+    if args.reframe != 1.0:
+        if not 0.3 <= args.reframe <= 3.0:
+            print(f"fer-eval: error: --reframe must be between 0.3 and 3, got {args.reframe}", file=sys.stderr)
+            return 2
+        dataset.read = Reframed(dataset.read, args.reframe)
     if args.limit and args.limit < len(dataset):
         dataset = dataset.subset(np.sort(np.random.default_rng(0).permutation(len(dataset))[:args.limit]))
     try:
@@ -170,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     title = " + ".join(Path(m).name for m in args.model)
     plot_confusion(report, out / "confusion_matrix.png", f"{title} on {args.data.split(':')[0]} {args.split}")
-    (out / "metrics.json").write_text(json.dumps({"model": args.model, "data": args.data, "split": args.split,
+    (out / "metrics.json").write_text(json.dumps({"model": args.model, "data": args.data, "split": args.split, "reframe": args.reframe,
                                                   "flip": args.flip, **asdict(report)}, indent=1))
     print(f"confusion matrix: {out / 'confusion_matrix.png'}; all numbers: {out / 'metrics.json'}")
     return 0
