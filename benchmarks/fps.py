@@ -26,9 +26,10 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from runtime import (DEFAULT_MODEL, CascadeFaceDetector, ExpressionClassifier, FramePipeline,
-                     LinearExponentialSmoothing, VideoSolver, YuNetFaceDetector)
+from runtime import DEFAULT_MODEL, ExpressionClassifier, FramePipeline, LinearExponentialSmoothing, VideoSolver
 from runtime.boxes import box_iou
+from runtime.detectors import DETECTORS, create_detector
+from runtime.models import installed
 from runtime.tracking import DEFAULT_DETECT_EVERY, IntervalDetector
 from runtime.visualizer import draw_faces
 
@@ -41,7 +42,9 @@ except ImportError:  # the runtime-only install has no tqdm
 STAGES = ("decode", "detect", "classify", "smooth", "draw")
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE = ROOT.parent / "shared" / "media" / "short_hamilton_clip.mp4"
-DEFAULT_YUNET = ROOT.parent / "shared" / "models" / "face_detection_yunet_2026may.onnx"
+SHARED_YUNET = ROOT.parent / "shared" / "models" / "face_detection_yunet_2026may.onnx"
+DEFAULT_YUNET = installed("yunet") or (SHARED_YUNET if SHARED_YUNET.is_file() else None)
+MATCH_IOU = 0.4  # a found box counts for a reference face at this IoU
 # The runtime's fast defaults (runtime.camera and this benchmark).
 FAST = {"detect_every": DEFAULT_DETECT_EVERY, "detect_width": 640}
 SLOW = {"detect_every": 1, "detect_width": 0}
@@ -100,9 +103,9 @@ def decode_fps(source: Path, count: int) -> float:
 
 
 def make_detector(kind: str, model: Path | None, detect_every: int, detect_width: int, **tracking):
-    """The detector a variant runs; `tracking` holds IntervalDetector options other than `every`."""
-    width = detect_width or None
-    detector = YuNetFaceDetector(model, detect_width=width) if kind == "yunet" else CascadeFaceDetector(detect_width=width)
+    """The detector a variant runs (`runtime.detectors.create_detector`: auto, haar or yunet); `tracking` holds
+    IntervalDetector options other than `every`."""
+    detector = create_detector(kind, model if kind != "haar" else None, detect_width or None)
     return IntervalDetector(detector, every=detect_every, **tracking) if detect_every > 1 else detector
 
 
@@ -147,15 +150,15 @@ def run_pipeline(name: str, source: Path, frames: int, pipeline: FramePipeline, 
                      round(decode_only, 1), round(frames / total / decode_only, 3), boxes=boxes_per_frame)
 
 
-def recall(found: list, reference: list) -> float:
-    """Share of reference boxes matched one-to-one by a found box with IoU >= 0.5."""
+def recall(found: list, reference: list, iou: float = MATCH_IOU) -> float:
+    """Share of reference boxes matched one-to-one by a found box with IoU >= `iou`."""
     hit = total = 0
     for mine, ref in zip(found, reference):
         total += len(ref)
         free = list(mine)
         for r in ref:
             best = max(free, key=lambda b: box_iou(b, r), default=None)
-            if best is not None and box_iou(best, r) >= 0.5:
+            if best is not None and box_iou(best, r) >= iou:
                 hit += 1
                 free.remove(best)
     return hit / total if total else 1.0
@@ -206,8 +209,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="fer-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", default=str(DEFAULT_SOURCE), help="video file")
     p.add_argument("--model", default=str(DEFAULT_MODEL))
-    p.add_argument("--detector", choices=("haar", "yunet"), default="haar")
-    p.add_argument("--detector-model", default=str(DEFAULT_YUNET))
+    p.add_argument("--detector", choices=DETECTORS, default="auto",
+                   help="auto: YuNet when --detector-model exists, else Haar (as fer-camera)")
+    p.add_argument("--detector-model", default=DEFAULT_YUNET and str(DEFAULT_YUNET),
+                   help="YuNet file (default: the installed one, else ../shared/models' copy)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--detect-every", type=int, default=FAST["detect_every"])
@@ -228,36 +233,46 @@ def run(args: argparse.Namespace) -> dict:
     pipeline = lambda detector, model: FramePipeline(detector, classifier(model), LinearExponentialSmoothing(0.3))
     report: dict = {"machine": machine(), "source": str(source), "threads": args.threads, "frames": args.frames}
     if args.soak:
-        detector = make_detector(args.detector, Path(args.detector_model), args.detect_every, args.detect_width)
+        yunet = Path(args.detector_model) if args.detector_model else None
+        detector = make_detector(args.detector, yunet, args.detect_every, args.detect_width)
         report["soak"] = soak(source, args.soak, detector, classifier(args.model))
         print(f"soak: {report['soak']['frames']} frames, RSS growth after warm-up "
               f"{report['soak']['rss_growth_after_warmup_mb']} MB")
         return report
-    variants = [(f"{Path(args.model).stem} {args.detector} every={args.detect_every} w={args.detect_width}",
+    yunet = Path(args.detector_model) if args.detector_model and Path(args.detector_model).is_file() else None
+    default = make_detector(args.detector, yunet, 1, 0).name
+    variants = [(f"{Path(args.model).stem} {args.detector} ({default}) every={args.detect_every} w={args.detect_width}",
                  args.model, args.detector, args.detect_every, args.detect_width, {})]
     if args.compare:
         int8 = str(Path(args.model).with_name(Path(args.model).name.replace(".onnx", ".int8.onnx")))
         fast, slow = (FAST["detect_every"], FAST["detect_width"]), (SLOW["detect_every"], SLOW["detect_width"])
-        variants = [("fp32 haar fast (default)", args.model, "haar", *fast, {}),
+        variants = [(f"fp32 auto ({default}) fast (default)", args.model, "auto", *fast, {}),
+                    ("fp32 haar fast", args.model, "haar", *fast, {}),
                     ("fp32 haar every frame, full size", args.model, "haar", *slow, {}),
                     ("fp32 haar fast, follow every frame", args.model, "haar", *fast, {"follow_every": 1}),
                     ("fp32 haar fast, no cut detection", args.model, "haar", *fast, {"cut_threshold": 0}),
                     ("fp32 haar fast, full detect every 5th", args.model, "haar", 5, FAST["detect_width"], {}),
                     ("fp32 haar fast, 320 px", args.model, "haar", FAST["detect_every"], 320, {})]
         if Path(int8).is_file():
-            variants.insert(1, ("int8 haar fast", int8, "haar", *fast, {}))
+            variants.insert(1, (f"int8 auto ({default}) fast", int8, "auto", *fast, {}))
         else:
             print(f"no INT8 model at {int8}: its row is left out")
-        if Path(args.detector_model).is_file():
+        if yunet:
             variants += [("fp32 yunet fast", args.model, "yunet", *fast, {}),
+                         ("fp32 yunet fast, follow every frame", args.model, "yunet", *fast, {"follow_every": 1}),
                          ("fp32 yunet every frame, full size", args.model, "yunet", *slow, {})]
+        else:
+            print("no YuNet file (python -m runtime.models download yunet): its rows are left out")
     reference = None
     if args.compare:
+        kind = "yunet" if yunet else "haar"
+        report["reference"] = f"{'YuNet' if yunet else 'Haar cascade'} on the whole of every frame, IoU >= {MATCH_IOU}"
         reference = run_pipeline("reference", source, args.frames,
-                                 pipeline(make_detector("haar", None, **SLOW), args.model), decode_only).boxes
+                                 pipeline(make_detector(kind, yunet, **SLOW), args.model), decode_only).boxes
+        report["reference_faces"] = sum(len(b) for b in reference)
     reports = []
     for name, model, kind, every, width, tracking in variants:
-        detector = make_detector(kind, Path(args.detector_model), every, width, **tracking)
+        detector = make_detector(kind, yunet, every, width, **tracking)
         r = run_pipeline(name, source, args.frames, pipeline(detector, model), decode_only)
         if reference is not None:
             r.recall = round(recall(r.boxes, reference), 4)
@@ -265,6 +280,8 @@ def run(args: argparse.Namespace) -> dict:
     print_table(reports)
     report.update(runs=[{k: v for k, v in asdict(r).items() if k != "boxes"} for r in reports],
                   peak_rss_mb=round(peak_rss_mb(), 1))
+    if reference is not None:
+        print(f"recall: share of the {report['reference_faces']} faces found by the reference, {report['reference']}")
     print(f"peak RSS {report['peak_rss_mb']} MB; decode-only {decode_only:.1f} FPS; {report['machine']['cpu']}, "
           f"{report['machine']['cores']} cores, onnxruntime {ort.__version__}, {args.threads} thread(s)")
     return report

@@ -5,7 +5,7 @@
     print(solver.solve_in_json([(0, cv2.imread("face.jpg"))]))
 """
 from .classifier import DEFAULT_MODEL, ExpressionClassifier
-from .detectors import CascadeFaceDetector, CV2FaceDetector, YuNetFaceDetector
+from .detectors import CascadeFaceDetector, CV2FaceDetector, YuNetFaceDetector, create_detector
 from .metadata import ModelError, ModelMetadata
 from .pipeline import FramePipeline
 from .smoothing import LinearExponentialSmoothing
@@ -15,4 +15,4 @@ from .visualizer import Visualizer
 
 __all__ = ["BatchSolver", "CameraSolver", "CascadeFaceDetector", "CV2FaceDetector", "DEFAULT_MODEL",
            "ExpressionClassifier", "FramePipeline", "IntervalDetector", "LinearExponentialSmoothing", "ModelError",
-           "ModelMetadata", "StreamSolver", "VideoSolver", "Visualizer", "YuNetFaceDetector"]
+           "ModelMetadata", "StreamSolver", "VideoSolver", "Visualizer", "YuNetFaceDetector", "create_detector"]

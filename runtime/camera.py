@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from .classifier import ExpressionClassifier
-from .detectors import CascadeFaceDetector, YuNetFaceDetector
+from .detectors import DETECTORS, CascadeFaceDetector, create_detector
 from .image import to_bgr
 from .metadata import ModelError
 from .pipeline import FramePipeline
@@ -56,8 +56,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", default="0", help="camera index, video file, image file or folder of images")
     p.add_argument("--model", help="expression ONNX model (default: the shipped one)")
-    p.add_argument("--detector", choices=("haar", "yunet"), default="haar")
-    p.add_argument("--detector-model", help="YuNet ONNX file (needed with --detector yunet)")
+    p.add_argument("--detector", choices=DETECTORS, default="auto",
+                   help="auto (default): YuNet when installed (python -m runtime.models download yunet) or given "
+                        "with --detector-model, else the Haar cascade")
+    p.add_argument("--detector-model", help="YuNet ONNX file (default: the one in the model folder)")
     p.add_argument("--smoothing", type=float, default=0.3, help="smoothing rate across frames, 0 turns it off")
     p.add_argument("--detect-every", type=int, default=DEFAULT_DETECT_EVERY,
                    help="full face detection every N frames (and at scene cuts), known faces looked for "
@@ -78,12 +80,11 @@ def build_parts(args: argparse.Namespace, video: bool):
     if args.smoothing < 0 or args.smoothing > 1:
         raise UsageError(f"--smoothing must be between 0 and 1, got {args.smoothing}")
     detect_width = (VIDEO_DETECT_WIDTH if video else None) if args.detect_width is None else args.detect_width or None
-    if args.detector == "yunet":
-        if not args.detector_model:
-            raise UsageError("--detector yunet needs --detector-model PATH (e.g. face_detection_yunet_2023mar.onnx)")
-        detector = YuNetFaceDetector(args.detector_model, detect_width=detect_width)
-    else:
-        detector = CascadeFaceDetector(detect_width=detect_width)
+    detector = create_detector(args.detector, args.detector_model, detect_width)
+    how_to_yunet = " (YuNet finds more faces: python -m runtime.models download yunet)" \
+        if isinstance(detector, CascadeFaceDetector) and args.detector == "auto" else ""
+    where = f" {detector.path}" if hasattr(detector, "path") else ""
+    print(f"fer-camera: detector {detector.name}{where}{how_to_yunet}", file=sys.stderr)
     smoother = LinearExponentialSmoothing(args.smoothing) if video and args.smoothing > 0 else None
     return detector, ExpressionClassifier(args.model, threads=args.threads), smoother
 

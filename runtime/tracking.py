@@ -45,7 +45,8 @@ class IntervalDetector:
 
     every: full-frame detection every N frames (1: every frame, no tracking).
     follow_every: look for the known faces every N frames, carrying their boxes in between.
-    search_margin: the region searched around a known face, as a share of its size on each side.
+    search_margin: the region searched around a known face, as a share of its size on each side (default:
+        the detector's own `search_margin`, else 0.35; YuNet needs more context around a face than Haar).
     size_change: faces between size / size_change and size * size_change wide are looked for.
     keep_lost: searches in a row that may miss a face before it is forgotten.
     redetect_after: a face missed by this many searches in a row triggers a full-frame detection.
@@ -54,11 +55,13 @@ class IntervalDetector:
     """
 
     def __init__(self, detector, every: int = DEFAULT_DETECT_EVERY, follow_every: int = 2,
-                 search_margin: float = 0.35, size_change: float = 1.3, keep_lost: int = 30,
+                 search_margin: float | None = None, size_change: float = 1.3, keep_lost: int = 30,
                  redetect_after: int = 5, cut_threshold: float = 20.0):
         if every < 1 or follow_every < 1:
             raise ValueError(f"every and follow_every must be >= 1, got {every} and {follow_every}")
         self.detector, self.every, self.follow_every = detector, every, follow_every
+        if search_margin is None:
+            search_margin = getattr(detector, "search_margin", 0.35)
         self.search_margin, self.size_change = search_margin, size_change
         self.keep_lost, self.redetect_after, self.cut_threshold = keep_lost, redetect_after, cut_threshold
         self.reset()

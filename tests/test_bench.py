@@ -48,15 +48,20 @@ def test_recall_counts_one_to_one_matches():
 
 
 @pytest.mark.slow
-def test_fps_compare_rows_and_recall(tiny_onnx, media, tmp_path):
+def test_fps_compare_rows_and_recall(tiny_onnx, media, yunet_model, tmp_path):
     out = tmp_path / "compare.json"
     done = _bench("--source", media / "short_hamilton_clip.mp4", "--model", tiny_onnx, "--frames", "12",
-                  "--threads", "1", "--compare", "--json", out, timeout=600)
+                  "--threads", "1", "--compare", "--detector-model", yunet_model, "--json", out, timeout=600)
     assert done.returncode == 0, done.stderr
-    runs = {r["name"]: r for r in json.loads(out.read_text())["runs"]}
-    assert {"fp32 haar fast (default)", "fp32 haar every frame, full size",
-            "fp32 haar fast, follow every frame", "fp32 haar fast, no cut detection"} <= set(runs)
+    report = json.loads(out.read_text())
+    runs = {r["name"]: r for r in report["runs"]}
+    assert {"fp32 auto (YuNet) fast (default)", "fp32 haar fast", "fp32 haar every frame, full size",
+            "fp32 yunet fast", "fp32 yunet every frame, full size"} <= set(runs)
     assert all(0.0 <= r["recall"] <= 1.0 and r["frames"] == 12 for r in runs.values())
+    # the reference is YuNet on every whole frame: the same detection finds all of its faces, Haar far fewer
+    assert report["reference"].startswith("YuNet on the whole of every frame") and report["reference_faces"] > 12
+    assert runs["fp32 yunet every frame, full size"]["recall"] == 1.0
+    assert runs["fp32 haar every frame, full size"]["recall"] < 0.6
     assert "no INT8 model" in done.stdout  # the tiny model has no INT8 copy: that row is left out, said so
 
 

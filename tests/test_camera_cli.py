@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -11,9 +12,11 @@ import pytest
 from .conftest import DATA, ROOT
 
 
-def _camera(*args, timeout=300):
+def _camera(*args, timeout=300, model_home=ROOT / "tests" / "no-such-model-folder"):
+    """fer-camera with FER_EDGE_HOME set (an empty model folder by default: --detector auto picks Haar)."""
+    env = {**os.environ, "FER_EDGE_HOME": str(model_home)}
     return subprocess.run([sys.executable, "-m", "runtime.camera", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env)
 
 
 def test_headless_video_writes_playable_video_and_json(tiny_onnx, media, tmp_path):
@@ -52,7 +55,9 @@ def test_image_folder_and_single_image(tiny_onnx, tmp_path):
     (["--source", "tests/data", "--model", "missing.onnx"], "model not found: missing.onnx"),
     (["--source", "tests/data", "--model", "setup.cfg"], "cannot load ONNX model setup.cfg"),
     (["--source", "tests/data/obama-480p.jpg", "--output", "/proc/nope/out.png"], "cannot create output folder"),
-    (["--source", "tests/data", "--detector", "yunet"], "--detector yunet needs --detector-model"),
+    (["--source", "tests/data", "--detector", "yunet"], "YuNet is not installed: run `python -m runtime.models download"),
+    (["--source", "tests/data", "--detector", "yunet", "--detector-model", "tests/data/tiny_expression.onnx"],
+     "is not a YuNet face-detection model"),
     (["--source", "tests/data", "--smoothing", "2"], "--smoothing must be between 0 and 1"),
 ])
 def test_user_errors_exit_2_with_one_line(tiny_onnx, args, message):
@@ -62,6 +67,20 @@ def test_user_errors_exit_2_with_one_line(tiny_onnx, args, message):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("fer-camera: error: ")
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_auto_detector_is_named_at_start_up(tiny_onnx, yunet_model, tmp_path):
+    haar = _camera("--source", DATA / "obama-480p.jpg", "--model", tiny_onnx, "--headless")
+    assert haar.returncode == 0 and "detector Haar cascade (YuNet finds more faces: python -m runtime.models " \
+                                     "download yunet)" in haar.stderr
+    home = tmp_path / "models"
+    home.mkdir()
+    (home / "face_detection_yunet_2023mar.onnx").write_bytes(yunet_model.read_bytes())
+    lines = tmp_path / "faces.jsonl"
+    yunet = _camera("--source", DATA / "obama-480p.jpg", "--model", tiny_onnx, "--headless", "--json", lines,
+                    model_home=home)
+    assert yunet.returncode == 0 and f"detector YuNet {home / 'face_detection_yunet_2023mar.onnx'}" in yunet.stderr
+    assert "YuNet finds more faces" not in yunet.stderr and len(json.loads(lines.read_text())["faces"]) == 1
 
 
 def test_ctrl_c_finalizes_outputs(tiny_onnx, media, tmp_path):

@@ -9,9 +9,9 @@ import pytest
 
 from .conftest import ROOT
 
-SCRIPTS = {"fer-camera": "runtime.camera", "fer-export": "export.to_onnx", "fer-train": "training.train",
+SCRIPTS = {"fer-camera": "runtime.camera", "fer-models": "runtime.models", "fer-export": "export.to_onnx", "fer-train": "training.train",
            "fer-eval": "training.eval", "fer-bench": "benchmarks.fps", "fer-bench-train": "benchmarks.train_speed"}
-TORCH_FREE = ("runtime.camera", "benchmarks.fps")
+TORCH_FREE = ("runtime.camera", "runtime.models", "benchmarks.fps")
 
 
 def _requirements() -> list[str]:
