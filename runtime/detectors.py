@@ -92,9 +92,10 @@ class YuNetFaceDetector:
 
     YuNet's own boxes are narrower and taller than Haar's (measured on the sample photos and clip: 0.82x
     the width, 1.12x the height, same centre). The classifier was checked on Haar-framed faces, so each
-    box is returned as the square Haar would draw: `face_scale` (1.22) times YuNet's width, on its centre.
-    With it, the classifier gives the Haar crop's label on 84% of the faces both detectors find, against 79%
-    for YuNet's raw box (two Haar boxes 5% apart agree on 91-92%): see MODEL_CARD.md, "Detector framing".
+    box is returned as the square Haar would draw: `face_scale` (1.22) times YuNet's width, on its centre
+    (`face_scale=None`: YuNet's own boxes). `python -m benchmarks.detector_framing` measures it.
+    With it, the classifier gives the Haar crop's label on 86.5% of the faces both detectors find, against 79%
+    for YuNet's raw box (Haar's own box 5% larger or smaller: 91-92%).
     """
 
     name = "YuNet"
@@ -103,7 +104,7 @@ class YuNetFaceDetector:
     search_margin = 0.5
 
     def __init__(self, model_path: str | os.PathLike, score_threshold: float = 0.7,
-                 detect_width: int | None = None, face_scale: float = 1.22):
+                 detect_width: int | None = None, face_scale: float | None = 1.22):
         path = Path(model_path)
         if not path.is_file():
             raise FileNotFoundError(f"YuNet model not found: {path}")
@@ -129,7 +130,9 @@ class YuNetFaceDetector:
             self.net.setInputSize(size)
             self._input_size = size
         _, faces = self.net.detect(area)
-        boxes = _to_frame_pixels(self._haar_framed(faces) if faces is not None else [], scale, x, y)
+        if faces is not None and self.face_scale:
+            faces = self._haar_framed(faces)
+        boxes = _to_frame_pixels(faces if faces is not None else [], scale, x, y)
         if size_range:
             boxes = boxes[(boxes[:, 2] >= size_range[0]) & (boxes[:, 2] <= size_range[1])]
         return boxes
