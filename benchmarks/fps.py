@@ -207,7 +207,8 @@ def print_table(reports: list[RunReport]) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="fer-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", default=str(DEFAULT_SOURCE), help="video file")
+    p.add_argument("--source", default=str(DEFAULT_SOURCE) if DEFAULT_SOURCE.is_file() else None,
+                   help="video file (default: the sample clip beside a checkout, ../shared/media)")
     p.add_argument("--model", default=str(DEFAULT_MODEL))
     p.add_argument("--detector", choices=DETECTORS, default="auto",
                    help="auto: YuNet when --detector-model exists, else Haar (as fer-camera)")
@@ -224,6 +225,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> dict:
+    if args.source is None:
+        raise UsageError("give a video with --source (the sample clip ../shared/media/short_hamilton_clip.mp4 "
+                         "is not beside this installation)")
     source = Path(args.source)
     if not source.is_file():
         raise UsageError(f"video not found: {source}")

@@ -18,8 +18,10 @@ from .metadata import ModelError, ModelMetadata
 from .pipeline import FramePipeline
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "ckpt" / "ferplus_mobilenetv3_small.onnx"
+# the shipped variants by name, usable from any working directory (`--model int8`)
+SHIPPED_MODELS = {"fp32": DEFAULT_MODEL, "int8": DEFAULT_MODEL.with_name(DEFAULT_MODEL.stem + ".int8.onnx")}
 
-__all__ = ["DEFAULT_MODEL", "ExpressionClassifier", "ModelError"]
+__all__ = ["DEFAULT_MODEL", "SHIPPED_MODELS", "ExpressionClassifier", "ModelError"]
 
 
 def _session(path: Path, threads: int | None) -> ort.InferenceSession:
@@ -43,13 +45,15 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class ExpressionClassifier:
     """An exported expression model: `predict(faces)` -> probabilities, `labels` names their columns.
 
+    `model_path`: an ONNX file, or "fp32" / "int8" for the shipped models (default: fp32).
+
     `smoother` is the seed's way to smooth video (`VideoSolver(detector, ExpressionClassifier(smoother=...))`);
     the solvers use it when they are given none of their own.
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None,
                  smoother: Callable[[list[dict]], list[dict]] | None = None, threads: int | None = None):
-        path = Path(model_path) if model_path else DEFAULT_MODEL
+        path = SHIPPED_MODELS.get(str(model_path), Path(model_path)) if model_path else DEFAULT_MODEL
         if not path.is_file():
             raise ModelError(f"model not found: {path}")
         self.path, self.smoother = path, smoother

@@ -110,6 +110,7 @@ class YuNetFaceDetector:
             raise FileNotFoundError(f"YuNet model not found: {path}")
         self.path, self.detect_width, self.face_scale = path, detect_width, face_scale
         self._input_size: tuple[int, int] | None = None
+        self.last_scores: dict[tuple[int, int, int, int], float] = {}  # box -> YuNet's score, last call
         level = cv2.utils.logging.getLogLevel()
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # no OpenCV log lines for a wrong file
         try:
@@ -133,15 +134,18 @@ class YuNetFaceDetector:
         if faces is not None and self.face_scale:
             faces = self._haar_framed(faces)
         boxes = _to_frame_pixels(faces if faces is not None else [], scale, x, y)
+        scores = faces[:, -1] if faces is not None else np.zeros(0)
         if size_range:
-            boxes = boxes[(boxes[:, 2] >= size_range[0]) & (boxes[:, 2] <= size_range[1])]
+            keep = (boxes[:, 2] >= size_range[0]) & (boxes[:, 2] <= size_range[1])
+            boxes, scores = boxes[keep], scores[keep]
+        self.last_scores = {tuple(int(v) for v in b): round(float(s), 4) for b, s in zip(boxes, scores)}
         return boxes
 
     def _haar_framed(self, faces: np.ndarray) -> np.ndarray:
         """YuNet's x, y, w, h rows as squares `face_scale` times as wide, on the same centres."""
         centre = faces[:, :2] + faces[:, 2:4] / 2
         side = faces[:, 2:3] * self.face_scale
-        return np.hstack([centre - side / 2, side, side])
+        return np.hstack([centre - side / 2, side, side, faces[:, 4:]])
 
 
 DETECTORS = ("auto", "haar", "yunet")

@@ -2,7 +2,8 @@
 speed benchmark run frames through `FramePipeline`; nothing else wires these steps.
 
 A result is the seed's dict: `box` (x, y, w, h), `vector` (float32 probabilities), `result` (class index),
-`probability` and `label`.
+`probability` and `label`; a stream's results also carry `track_id` (runtime.identities.FaceIds), and
+`detector_score` when the detector gives one (YuNet).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from .boxes import largest_box
+from .identities import FaceIds
 
 if TYPE_CHECKING:
     from .classifier import ExpressionClassifier
@@ -54,18 +56,21 @@ class FramePipeline:
         to follow faces between full detections.
     smoother: a callable on one frame's results (e.g. `LinearExponentialSmoothing`), or None.
     largest_only: keep only the largest face of each frame.
+    track_ids: number the faces across frames (`track_id` in each result), for streams.
     `seconds` adds up the time spent in each stage (detect, classify = crop + preprocess + model, smooth).
     """
 
     def __init__(self, detector, classifier: "ExpressionClassifier",
-                 smoother: Callable[[list[dict]], list[dict]] | None = None, largest_only: bool = False):
+                 smoother: Callable[[list[dict]], list[dict]] | None = None, largest_only: bool = False,
+                 track_ids: bool = False):
         self.detector, self.classifier, self.smoother = detector, classifier, smoother
         self.largest_only = largest_only
+        self.ids = FaceIds() if track_ids else None
         self.seconds = dict.fromkeys(STAGES, 0.0)
 
     def reset(self) -> None:
         """Forget what earlier frames said (a new video starts): tracked faces and smoothing state."""
-        for stateful in (self.detector, self.smoother):
+        for stateful in (self.detector, self.smoother, self.ids):
             if hasattr(stateful, "reset"):
                 stateful.reset()
 
@@ -83,6 +88,14 @@ class FramePipeline:
             results = self.smoother(results)
             for r in results:  # the smoother may change the winning class
                 r["label"] = self.classifier.labels[r["result"]]
+        if self.ids is not None:
+            for r, track_id in zip(results, self.ids([r["box"] for r in results])):
+                r["track_id"] = track_id
+        scores = getattr(self.detector, "last_scores", None)
+        if scores:
+            for r in results:
+                if r["box"] in scores:
+                    r["detector_score"] = scores[r["box"]]
         t3 = time.perf_counter()
         for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2)):
             self.seconds[stage] += seconds

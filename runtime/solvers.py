@@ -38,13 +38,14 @@ class StreamSolver(_Solver):
         faces are followed in between (`runtime.tracking.IntervalDetector`); 1 runs it on every frame.
     smoother: smoothing across frames (e.g. `LinearExponentialSmoothing(0.3)`); by default the
         classifier's own `smoother`, if it has one (the seed's API).
-    `start()` forgets the faces and smoothing state of the previous stream.
+    Each result carries a `track_id` that stays the same while a face is followed. `start()` forgets the faces,
+    ids and smoothing state of the previous stream.
     """
 
     def __init__(self, detector, classifier: ExpressionClassifier, detect_every: int = DEFAULT_DETECT_EVERY,
                  smoother: Callable[[list[dict]], list[dict]] | None = None):
         self.pipeline = FramePipeline(tracked(detector, detect_every), classifier,
-                                      smoother if smoother is not None else classifier.smoother)
+                                      smoother if smoother is not None else classifier.smoother, track_ids=True)
         self.capture: cv2.VideoCapture | None = None
         self.source: int | str | None = None
 

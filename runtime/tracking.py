@@ -28,6 +28,7 @@ class Track:
     """A known face: its last box and how many searches in a row have missed it."""
     box: np.ndarray
     lost: int = 0
+    score: float | None = None  # the detector's score when it last found the face (None: it gives none)
 
 
 def tracked(detector, every: int = DEFAULT_DETECT_EVERY):
@@ -91,6 +92,7 @@ class IntervalDetector:
                 track.lost += 1
             else:
                 track.box, track.lost = found[int(np.argmax([box_iou(f, track.box) for f in found]))], 0
+                track.score = self._score(track.box)
 
     def _full(self, frame: np.ndarray, cut: bool) -> None:
         """Detect on the whole frame: found faces renew the tracks they overlap or start new ones;
@@ -101,8 +103,16 @@ class IntervalDetector:
         matched = set(match_boxes([t.box for t in self.tracks], list(found), threshold=0.3).values())
         unseen = [t for i, t in enumerate(self.tracks) if i not in matched]
         self._follow(frame, unseen)
-        self.tracks = [Track(box) for box in found] + unseen
+        self.tracks = [Track(box, score=self._score(box)) for box in found] + unseen
         self.since_full = 0
+
+    def _score(self, box) -> float | None:
+        return getattr(self.detector, "last_scores", {}).get(tuple(int(v) for v in box))
+
+    @property
+    def last_scores(self) -> dict[tuple[int, int, int, int], float]:
+        """box -> the detector's latest score for each face of the last frame (when the detector gives scores)."""
+        return {tuple(int(v) for v in t.box): t.score for t in self.tracks if t.lost == 0 and t.score is not None}
 
     def detect(self, frame: np.ndarray) -> np.ndarray:
         """Boxes [K, 4] of the faces seen (or carried over) in this frame."""

@@ -17,17 +17,26 @@ PANEL_WIDTH = 320
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
+def text_colour(background) -> tuple[int, int, int]:
+    """Black or white, whichever reads better on a BGR `background` (by its luminance)."""
+    b, g, r = background
+    return (0, 0, 0) if 0.114 * b + 0.587 * g + 0.299 * r > 140 else (255, 255, 255)
+
+
 def draw_faces(image: np.ndarray, results: list[dict]) -> np.ndarray:
-    """Draw every face's box with its label and probability onto `image` (BGR, in place)."""
+    """Draw every face's box with its label and probability onto `image` (BGR, in place). Text and lines grow
+    with the image (readable on a 2,000 px portrait as on a 480 px frame)."""
+    scale = max(0.5, image.shape[0] / 800)
+    thickness = max(1, round(scale * 1.5))
     for r in results:
-        x, y, w, h = r["box"]
+        x, y, w, h = (int(v) for v in r["box"])
         color = PALETTE[r["result"] % len(PALETTE)]
-        cv2.rectangle(image, (x, y), (x + w, y + h), color, 2)
+        cv2.rectangle(image, (x, y), (x + w, y + h), color, thickness + 1)
         text = f"{r['label']} {r['probability']:.2f}"
-        (tw, th), _ = cv2.getTextSize(text, FONT, 0.5, 1)
-        top = max(0, y - th - 6)
-        cv2.rectangle(image, (x, top), (x + tw + 4, top + th + 6), color, -1)
-        cv2.putText(image, text, (x + 2, top + th + 2), FONT, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        (tw, th), base = cv2.getTextSize(text, FONT, scale, thickness)
+        top = max(0, y - th - base - 4)
+        cv2.rectangle(image, (x, top), (x + tw + 6, top + th + base + 4), color, -1)
+        cv2.putText(image, text, (x + 3, top + th + 2), FONT, scale, text_colour(color), thickness, cv2.LINE_AA)
     return image
 
 

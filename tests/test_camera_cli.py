@@ -1,15 +1,20 @@
 """`python -m runtime.camera`: headless outputs and one-line user errors with exit code 2."""
 from __future__ import annotations
 
+import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
 import cv2
+import numpy as np
 import pytest
 
 from .conftest import DATA, ROOT
+
+LABELS = ["Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral"]
 
 
 def _camera(*args, timeout=300, model_home=ROOT / "tests" / "no-such-model-folder"):
@@ -33,7 +38,8 @@ def test_headless_video_writes_playable_video_and_json(tiny_onnx, media, tmp_pat
     assert [r["frame"] for r in records] == list(range(40))
     assert records[1]["timestamp"] == pytest.approx(1 / 29.97, abs=1e-3)
     faces = [f for r in records for f in r["faces"]]
-    assert faces and set(faces[0]) == {"box", "label", "probability", "vector"} and len(faces[0]["vector"]) == 7
+    assert faces and set(faces[0]) == {"box", "label", "probability", "vector", "scores", "track_id"}
+    assert len(faces[0]["vector"]) == 7
 
 
 def test_image_folder_and_single_image(tiny_onnx, tmp_path):
@@ -58,15 +64,25 @@ def test_image_folder_and_single_image(tiny_onnx, tmp_path):
     (["--source", "tests/data", "--detector", "yunet"], "YuNet is not installed: run `python -m runtime.models download"),
     (["--source", "tests/data", "--detector", "yunet", "--detector-model", "tests/data/tiny_expression.onnx"],
      "is not a YuNet face-detection model"),
-    (["--source", "tests/data", "--smoothing", "2"], "--smoothing must be between 0 and 1"),
+    (["--source", "tests/data", "--smoothing", "1"], "argument --smoothing: expected a rate in [0, 1), got 1"),
+    (["--source", "tests/data", "--smoothing", "nan"], "argument --smoothing: expected a rate in [0, 1), got nan"),
+    (["--source", "tests/data", "--detect-every", "0"], "argument --detect-every: expected an integer >= 1, got 0"),
+    (["--source", "tests/data", "--max-frames", "-1"], "argument --max-frames: expected an integer >= 1, got -1"),
+    (["--source", "tests/data", "--detect-width", "-1"], "--detect-width: expected 0 or an integer >= 64, got -1"),
+    (["--source", "tests/data", "--threads", "0"], "argument --threads: expected an integer from 1 to 64, got 0"),
+    (["--source", "tests/data", "--threads", "1000"], "argument --threads: expected an integer from 1 to 64, got 1000"),
+    (["--source", "tests/data", "--output", "setup.cfg/x"], "cannot create output folder setup.cfg/x: setup.cfg is a file"),
+    (["--source", "tests/data", "--summary", "s.csv"], "--summary and --plot follow faces over time"),
 ])
 def test_user_errors_exit_2_with_one_line(tiny_onnx, args, message):
     if "--model" not in args:
         args = args + ["--model", str(tiny_onnx)]
     done = _camera(*args, "--headless")
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1].startswith("fer-camera: error: ")
-    assert message in done.stderr and "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("fer-camera: error: ") and message in lines[-1]
+    assert "Traceback" not in done.stderr and "WARN" not in done.stderr  # OpenCV's own log lines are silenced
+    assert all(line.startswith("fer-camera:") for line in lines)
 
 
 def test_auto_detector_is_named_at_start_up(tiny_onnx, yunet_model, tmp_path):
@@ -98,10 +114,10 @@ def test_ctrl_c_finalizes_outputs(tiny_onnx, media, tmp_path):
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 0, stderr
+    assert proc.returncode == 130, stderr
     assert "stopped by Ctrl-C" in stderr and "Traceback" not in stderr
     records = [json.loads(line) for line in lines.read_text().splitlines()]
-    assert 0 < len(records) < 275
+    assert 0 < len(records) < 275 and f"{len(records)} frames" in stderr  # the closing count is what was written
     video = cv2.VideoCapture(str(out))
     assert video.isOpened() and int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == len(records)
 
@@ -119,3 +135,92 @@ def test_first_ctrl_c_is_a_flag_checked_between_frames():
         with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C still breaks out of a hung source
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def _digest(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_outputs_never_overwrite_inputs(tiny_onnx, media, tmp_path):
+    import shutil
+
+    photos = tmp_path / "photos"
+    shutil.copytree(DATA, photos, ignore=shutil.ignore_patterns("*.onnx", "*.py", "*.md"))
+    before = {p.name: _digest(p) for p in photos.iterdir()}
+    clip = tmp_path / "clip.mp4"
+    shutil.copy(media / "short_hamilton_clip.mp4", clip)
+    clip_digest = _digest(clip)
+    for args, message in [
+        (["--source", photos, "--output", photos], f"--output {photos / 'biden.jpg'} would overwrite the input"),
+        (["--source", photos / "biden.jpg", "--output", photos / "biden.jpg"], "would overwrite the input"),
+        (["--source", photos, "--json", photos / "obama-480p.jpg"], "--json"),
+        (["--source", clip, "--output", clip], f"--output {clip} would overwrite the input {clip}"),
+        (["--source", clip, "--json", tmp_path / "x" / ".." / "clip.mp4"], "would overwrite the input"),
+        (["--source", clip, "--summary", tmp_path / "a.csv", "--json", tmp_path / "a.csv"], "are the same file"),
+    ]:
+        done = _camera(*args, "--model", tiny_onnx, "--headless")
+        assert done.returncode == 2 and message in done.stderr.strip().splitlines()[-1], done.stderr
+    assert {p.name: _digest(p) for p in photos.iterdir()} == before and _digest(clip) == clip_digest
+    assert not (tmp_path / "a.csv").exists()  # refused before anything was written
+
+
+def test_a_folder_with_an_unreadable_image_goes_on(tiny_onnx, tmp_path):
+    import shutil
+
+    photos = tmp_path / "photos"
+    shutil.copytree(DATA, photos, ignore=shutil.ignore_patterns("*.onnx", "*.py", "*.md"))
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    lines = tmp_path / "faces.jsonl"
+    done = _camera("--source", photos, "--model", tiny_onnx, "--json", lines, "--output", tmp_path / "out")
+    assert done.returncode == 1
+    assert f"fer-camera: warning: cannot read image {photos / 'broken.jpg'}" in done.stderr
+    assert "3 images, 3 faces" in done.stderr and "1 unreadable image(s) skipped" in done.stderr
+    assert [json.loads(line)["image"] for line in lines.read_text().splitlines()] == [
+        "biden.jpg", "obama-1080p.jpg", "obama-480p.jpg"]
+    assert len(list((tmp_path / "out").iterdir())) == 3
+
+
+def test_images_print_one_line_per_face_and_quiet_prints_nothing(tiny_onnx, tmp_path):
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.zeros((200, 200, 3), np.uint8))
+    done = _camera("--source", DATA / "obama-480p.jpg", "--model", tiny_onnx)
+    assert done.returncode == 0
+    name, box, label, probability = re.fullmatch(r"(\S+): box (\(\d+, \d+, \d+, \d+\)) (\w+) ([\d.]+)",
+                                                 done.stdout.strip()).groups()
+    assert name == "obama-480p.jpg" and label in LABELS and 0 < float(probability) <= 1
+    assert _camera("--source", blank, "--model", tiny_onnx).stdout.strip() == "blank.png: no face"
+    quiet = _camera("--source", DATA, "--model", tiny_onnx, "--quiet")
+    assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == ""
+
+
+def test_json_scores_and_track_ids_summary_and_plot(tiny_onnx, media, tmp_path):
+    lines, summary, plot = tmp_path / "f.jsonl", tmp_path / "s.csv", tmp_path / "p.png"
+    done = _camera("--source", media / "short_hamilton_clip.mp4", "--model", tiny_onnx, "--headless",
+                   "--max-frames", 60, "--json", lines, "--summary", summary, "--plot", plot)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in lines.read_text().splitlines()]
+    faces = [f for r in records for f in r["faces"]]
+    assert faces and all(list(f)[:4] == ["box", "label", "probability", "vector"] for f in faces)
+    assert all(list(f["scores"]) == LABELS and f["scores"][f["label"]] == f["probability"] for f in faces)
+    ids = [f["track_id"] for f in faces]
+    # a followed face keeps its id across frames; new faces get new ids
+    assert len(set(ids)) < len(ids) / 3 and max(ids) == len(set(ids)) - 1
+    rows = list(csv.DictReader(summary.open()))
+    assert list(rows[0]) == ["frame", "time", "track_id", "x", "y", "w", "h", *LABELS]
+    assert len(rows) == len(faces) and [int(r["track_id"]) for r in rows] == ids
+    last = [r for r in records if r["faces"]][-1]
+    assert int(rows[-1]["frame"]) == last["frame"] and float(rows[-1]["time"]) == pytest.approx(last["timestamp"])
+    chart = cv2.imread(str(plot))
+    assert chart is not None and chart.shape[1] == 960 and chart.shape[0] >= 200 and chart.std() > 10
+
+
+def test_shipped_model_by_name_from_another_directory(tmp_path):
+    from runtime.classifier import SHIPPED_MODELS
+
+    done = subprocess.run([sys.executable, "-m", "runtime.camera", "--source", str(DATA / "biden.jpg"),
+                           "--model", "int8"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert f"model {SHIPPED_MODELS['int8']}" in done.stderr and done.stdout.startswith("biden.jpg: box")

@@ -9,8 +9,12 @@ import pytest
 
 from .conftest import ROOT
 
-SCRIPTS = {"fer-camera": "runtime.camera", "fer-models": "runtime.models", "fer-export": "export.to_onnx", "fer-train": "training.train",
-           "fer-eval": "training.eval", "fer-bench": "benchmarks.fps", "fer-bench-train": "benchmarks.train_speed"}
+SCRIPTS = {"fer-camera": "runtime.camera", "fer-models": "runtime.models", "fer-export": "export.to_onnx",
+           "fer-train": "training.train", "fer-eval": "training.eval", "fer-bench": "benchmarks.fps",
+           "fer-bench-train": "benchmarks.train_speed"}
+# the torch-needing commands start through training.launch, which says what to install when torch is missing
+LAUNCHERS = {"fer-export": "training.launch:export", "fer-train": "training.launch:train",
+             "fer-eval": "training.launch:evaluate", "fer-bench-train": "training.launch:bench_train"}
 TORCH_FREE = ("runtime.camera", "runtime.models", "benchmarks.fps")
 
 
@@ -35,9 +39,19 @@ def test_console_scripts_resolve_to_main_functions():
     scripts = {ep.name: ep for ep in metadata.entry_points(group="console_scripts") if ep.name in SCRIPTS}
     assert set(scripts) == set(SCRIPTS)
     for name, module in SCRIPTS.items():
-        assert scripts[name].value == f"{module}:main"
-        if module in TORCH_FREE or _has_torch():
-            assert callable(scripts[name].load())
+        assert scripts[name].value == LAUNCHERS.get(name, f"{module}:main")
+        assert callable(scripts[name].load())
+
+
+@pytest.mark.parametrize("name", sorted(LAUNCHERS))
+def test_torch_commands_without_torch_say_what_to_install(name):
+    """As in a runtime-only install: torch hidden from the interpreter, the command says so in one line."""
+    launcher = LAUNCHERS[name].split(":")[1]
+    code = f"import sys; sys.modules['torch'] = None; from training import launch; launch.{launcher}()"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == (f"{name}: error: this command needs PyTorch, part of the training extra: "
+                                   "pip install 'fer-edge[train]' (or, in a checkout: pip install -e '.[train]')")
 
 
 def _has_torch() -> bool:
