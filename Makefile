@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 RT_VENV := .venv-runtime
 DEMO_OUT := demo_output
 
-.PHONY: demo test test-runtime install install-dev clean
+.PHONY: demo test test-runtime model install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test-runtime:
 	$(RT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check . pytest
 	$(RT_VENV)/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)"
 	$(RT_VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+# Rebuild the EfficientNet-Lite0 model from the ImageNet weights (hours on a CPU): training/recipe.sh.
+model: install-dev
+	bash training/recipe.sh
 
 clean:
 	rm -rf $(VENV) $(RT_VENV) $(DEMO_OUT) *.egg-info build

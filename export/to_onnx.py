@@ -73,8 +73,8 @@ def metadata_for(ckpt: dict, source: str, flip_tta: bool, metrics: str | None) -
         raise ExportError(f"--metrics {metrics}: not a metrics.json of training.eval ({exc})") from None
     if len(evaluated) != 1 or os.path.realpath(evaluated[0]) != os.path.realpath(source):
         raise ExportError(f"--metrics {metrics} measured {evaluated}, not {source}")
-    if report.get("reframe", 1.0) != 1.0:
-        raise ExportError(f"--metrics {metrics} measured reframed faces (--reframe {report['reframe']}); use a plain run")
+    if report.get("reframe", 1.0) != 1.0 or report.get("logit_adjust", 0.0):
+        raise ExportError(f"--metrics {metrics} measured reframed faces or adjusted logits; use a plain run")
     if split != "test" or bool(flip) != flip_tta:
         raise ExportError(f"--metrics {metrics} is a {split} split{' with' if flip else ' without'} --flip; "
                           f"the exported graph needs the test split{' with' if flip_tta else ' without'} --flip")

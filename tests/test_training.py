@@ -363,3 +363,13 @@ def test_eval_interrupted_by_ctrl_c_exits_130_without_writing(tiny_checkpoint, t
                                "--out", str(tmp_path / "eval")])
     assert code == 130 and not (tmp_path / "eval").exists()
     assert capsys.readouterr().err.strip() == "fer-eval: interrupted before any result was written"
+
+
+def test_logit_adjustment_favours_rare_classes():
+    from training.eval import logit_adjusted
+
+    probs = np.array([[0.6, 0.4], [0.95, 0.05]])
+    prior = np.array([0.9, 0.1])
+    assert logit_adjusted(probs, prior, 0.0).argmax(1).tolist() == [0, 0]
+    assert logit_adjusted(probs, prior, 1.0).argmax(1).tolist() == [1, 0]  # 0.4/0.1 > 0.6/0.9; 0.05/0.1 < 0.95/0.9
+    np.testing.assert_allclose(logit_adjusted(probs, prior, 0.5), np.log(probs) - 0.5 * np.log(prior))

@@ -91,6 +91,17 @@ def plot_confusion(report: EvalReport, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def class_prior(spec: str, labels: list[str]) -> np.ndarray:
+    """Each class's share of the training split's (hard) labels."""
+    counts = np.bincount(load_dataset(spec, "train", labels).hard_labels, minlength=len(labels)).astype(float)
+    return np.maximum(counts, 1) / counts.sum()
+
+
+def logit_adjusted(probabilities: np.ndarray, prior: np.ndarray, tau: float) -> np.ndarray:
+    """log p - tau * log prior (Menon et al., 2021): the argmax favours classes that are rare in training."""
+    return np.log(np.maximum(probabilities, 1e-12)) - tau * np.log(prior)
+
+
 class Reframed:
     """A data set reader whose faces come out reframed (`training.transforms.reframed`)."""
 
@@ -134,6 +145,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--flip", action="store_true", help="average with the mirrored face (checkpoints only; an ONNX "
                                                        "model does so when exported with --flip-tta)")
     p.add_argument("--limit", type=int, default=0, help="evaluate a fixed random subset of this size")
+    p.add_argument("--logit-adjust", type=float, default=0.0, metavar="TAU",
+                   help="divide each class's probability by its training-split frequency to the power TAU before the "
+                        "argmax (post-hoc logit adjustment: more recall for rare classes, fear and disgust)")
     p.add_argument("--reframe", type=float, default=1.0, metavar="SIDE",
                    help="frame every face SIDE times as wide first: 0.8 = its central 80%%, 1.2 = padded by 10%% per "
                         "side (edges replicated); how robust the model is to a detector's tighter or looser crops")
@@ -182,13 +196,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fer-eval: interrupted before any result was written", file=sys.stderr)
         return 130
+    if args.logit_adjust:
+        scores = logit_adjusted(scores, class_prior(args.data, labels), args.logit_adjust)
     report = report_from_predictions(labels, dataset.hard_labels, scores.argmax(1))
     print(report.table())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     title = " + ".join(Path(m).name for m in args.model)
     plot_confusion(report, out / "confusion_matrix.png", f"{title} on {args.data.split(':')[0]} {args.split}")
-    (out / "metrics.json").write_text(json.dumps({"model": args.model, "data": args.data, "split": args.split, "reframe": args.reframe,
+    (out / "metrics.json").write_text(json.dumps({"model": args.model, "data": args.data, "split": args.split, "reframe": args.reframe, "logit_adjust": args.logit_adjust,
                                                   "flip": args.flip, **asdict(report)}, indent=1))
     print(f"confusion matrix: {out / 'confusion_matrix.png'}; all numbers: {out / 'metrics.json'}")
     return 0

@@ -83,6 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="runs/train")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--recipe", help="the name of the recipe that runs this training (kept in the checkpoint)")
     return p.parse_args(argv)
 
 
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = ModelMetadata(
         labels=labels, input_size=args.input_size, channels=args.channels, mean=mean, std=std, arch=args.arch,
         dataset=args.data.split(":", 1)[0], source_commit=git_commit(),
-        extra={"stem_stride": args.stem_stride, "width_mult": args.width_mult,
+        extra={"stem_stride": args.stem_stride, "width_mult": args.width_mult, "recipe": args.recipe,
                "train_command": shlex.join(["python", "-m", "training.train", *(argv or sys.argv[1:])]),
                "params": count_parameters(model),
                "mflops": round(count_mflops(model, args.channels, args.input_size), 2)}).to_dict()
