@@ -132,12 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         path = download(args.model, args.url, args.sha256)
-    except DownloadError as exc:
-        print(f"fer-models: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("fer-models: interrupted; nothing was kept", file=sys.stderr)
-        return 130
+    except (DownloadError, KeyboardInterrupt) as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        print(f"fer-models: {'interrupted; nothing was kept' if interrupted else f'error: {exc}'}", file=sys.stderr)
+        return 130 if interrupted else 2
     print(f"{path} ({path.stat().st_size:,} bytes, SHA-256 verified, {time.monotonic() - started:.1f} s)")
     return 0
 
