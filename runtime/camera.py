@@ -28,12 +28,14 @@ import numpy as np
 from .classifier import SHIPPED_MODELS, ExpressionClassifier
 from .detectors import DETECTORS, CascadeFaceDetector, create_detector
 from .metadata import ModelError
-from .outputs import IMAGE_EXTENSIONS, Frame, Outputs, UsageError
+from .image import to_bgr
+from .outputs import IMAGE_EXTENSIONS, Frame, Outputs, UsageError, frame_record
+from .serve import LOOPBACK, LiveView
 from .pipeline import FramePipeline
 from .smoothing import LinearExponentialSmoothing
 from .solvers import StreamSolver
 from .tracking import DEFAULT_DETECT_EVERY
-from .visualizer import Visualizer, has_display
+from .visualizer import Visualizer, draw_faces, has_display
 
 VIDEO_DETECT_WIDTH = 640
 
@@ -86,6 +88,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="stop after N frames")
     p.add_argument("--threads", type=_checked(int, lambda v: 1 <= v <= 64, "an integer from 1 to 64"), default=None,
                    help="onnxruntime threads (default: all cores)")
+    p.add_argument("--serve", metavar="[HOST:]PORT", help="serve a live web view of a camera or video (host default "
+                                                         "127.0.0.1; 0.0.0.0 to let the network in); a video then "
+                                                         "plays at its own frame rate")
+    p.add_argument("--serve-token", default=os.environ.get("FER_EDGE_TOKEN"),
+                   help="with --serve: every request needs ?token=TOKEN or 'Authorization: Bearer TOKEN' "
+                        "(default: $FER_EDGE_TOKEN)")
+    p.add_argument("--serve-width", type=_checked(int, lambda v: 64 <= v <= 4096, "an integer from 64 to 4096"),
+                   default=640, help="with --serve: largest width of the streamed frames (default %(default)s)")
+    p.add_argument("--jpeg-quality", type=_checked(int, lambda v: 1 <= v <= 100, "an integer from 1 to 100"),
+                   default=70, help="with --serve: JPEG quality of the stream (default %(default)s)")
+    p.add_argument("--loop", action="store_true", help="play a video file again from the start when it ends")
     p.add_argument("--quiet", action="store_true", help="print nothing but warnings and errors")
     p.add_argument("--verbose", action="store_true", help="let OpenCV and FFmpeg print their own log lines")
     return p.parse_args(argv)
@@ -138,11 +151,21 @@ def image_frames(files: list[Path], pipeline: FramePipeline, skipped: list[Path]
         yield Frame(index, None, path.name, image, pipeline(image))
 
 
-def stream_frames(solver, is_camera: bool) -> Iterator[Frame]:
-    started, fps = time.monotonic(), getattr(solver, "fps", 0.0)
-    for index, (results, frame) in enumerate(solver):
-        timestamp = time.monotonic() - started if is_camera or not fps else index / fps
-        yield Frame(index, round(timestamp, 3), None, frame, results)
+def stream_frames(solver, source: int | Path, loop: bool = False, paced: bool = False) -> Iterator[Frame]:
+    """Solved frames of a camera (an int) or a video; `loop` starts a video again at its end, `paced` plays it at
+    its own frame rate (as a camera would deliver it) instead of as fast as possible."""
+    is_camera = isinstance(source, int)
+    started, fps, index = time.monotonic(), solver.fps, 0
+    while True:
+        for results, frame in solver:
+            timestamp = time.monotonic() - started if is_camera or not fps else index / fps
+            if paced and fps and not is_camera:
+                time.sleep(max(0.0, started + index / fps - time.monotonic()))
+            yield Frame(index, round(timestamp, 3), None, frame, results)
+            index += 1
+        if not loop or is_camera or index == 0:
+            return
+        solver.start(source)
 
 
 def face_lines(frame: Frame) -> str:
@@ -176,6 +199,25 @@ def ctrl_c_between_frames() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
+def start_live_view(args: argparse.Namespace, detector, classifier) -> LiveView:
+    """The --serve web view, started; UsageError for a bad address or a port in use."""
+    host, _, port = args.serve.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or int(port) > 65535:
+        raise UsageError(f"--serve expects [HOST:]PORT, e.g. 8080 or 0.0.0.0:8080, got {args.serve}")
+    info = {"detector": detector.name, "model": Path(classifier.path).name}
+    try:
+        view = LiveView(host, int(port), args.serve_token, args.jpeg_quality, args.serve_width, info).start()
+    except OSError as exc:
+        raise UsageError(f"cannot serve on {host}:{port}: {exc.strerror or exc} (port in use? choose another "
+                         "with --serve)") from None
+    print(f"fer-camera: live view at {view.url}", file=sys.stderr, flush=True)
+    if host not in LOOPBACK and not args.serve_token:
+        print(f"fer-camera: warning: the live view on {host} is unauthenticated: anyone who can reach this machine "
+              "can watch; set --serve-token or FER_EDGE_TOKEN", file=sys.stderr, flush=True)
+    return view
+
+
 def run(args: argparse.Namespace) -> int:
     source = args.source
     is_camera = source.isdigit()
@@ -185,15 +227,19 @@ def run(args: argparse.Namespace) -> int:
     images = image_files(path) if not is_camera and (path.is_dir() or path.suffix.lower() in IMAGE_EXTENSIONS) else None
     if images is not None and not path.is_dir() and read_image(path) is None:
         raise UsageError(f"cannot read image {path}: not an image file OpenCV can decode")
+    if images is not None and (args.serve or args.loop):
+        raise UsageError("--serve and --loop are for a camera or a video")
     detector, classifier, smoother = build_parts(args, video=images is None)
-    solver, skipped = None, []
+    solver, skipped, view = None, [], None
     if images is None:
         solver = StreamSolver(detector, classifier, detect_every=args.detect_every, smoother=smoother)
         solver.start(int(source) if is_camera else path)
     outputs = Outputs(args, images, None if is_camera or images is not None else path,
                       getattr(solver, "fps", 0.0), classifier.labels)
-    frames = stream_frames(solver, is_camera) if solver else image_frames(images, FramePipeline(detector, classifier),
-                                                                         skipped)
+    if args.serve:
+        view = start_live_view(args, detector, classifier)
+    frames = stream_frames(solver, int(source) if is_camera else path, args.loop, paced=bool(view)) if solver \
+        else image_frames(images, FramePipeline(detector, classifier), skipped)
     window = not args.headless and has_display()
     visualizer = Visualizer(classifier.labels) if window else None
     count, faces, started, last_print = 0, 0, time.monotonic(), 0.0
@@ -201,7 +247,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         with ctrl_c_between_frames() as ctrl_c:
             for frame in frames:
-                outputs.write(frame)
+                annotated = draw_faces(to_bgr(frame.image).copy(), frame.results) if args.output or view else None
+                outputs.write(frame, annotated)
+                if view is not None:
+                    view.publish(annotated, frame_record(frame, classifier.labels))
                 count, faces = count + 1, faces + len(frame.results)
                 if images is not None and not args.quiet:
                     print(face_lines(frame), flush=True)
@@ -222,6 +271,8 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         stopped, code = " (stopped by Ctrl-C)", 130
     finally:
+        if view is not None:
+            view.close()
         outputs.close()
         if solver is not None:
             solver.close()

@@ -128,7 +128,8 @@ class Outputs:
         except OSError as exc:
             raise UsageError(f"cannot create output folder {path}: {exc.strerror}") from None
 
-    def write(self, frame: Frame) -> None:
+    def write(self, frame: Frame, annotated: np.ndarray | None = None) -> None:
+        """Append the frame to every output; `annotated` is the drawn frame when the caller has it already."""
         if self.json:
             self.json.write(json.dumps(frame_record(frame, self.labels)) + "\n")
         if self.csv:
@@ -136,7 +137,9 @@ class Outputs:
         if self.plot:
             self.plot.add(frame.index, frame.timestamp, frame.results)
         if self.output:
-            self._write_image(draw_faces(to_bgr(frame.image).copy(), frame.results), frame)
+            if annotated is None:
+                annotated = draw_faces(to_bgr(frame.image).copy(), frame.results)
+            self._write_image(annotated, frame)
 
     def _write_image(self, annotated: np.ndarray, frame: Frame) -> None:
         if self.images is None:
