@@ -18,7 +18,6 @@ install-dev: $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[train,test]'
 
 demo: install
-	@test -f ckpt/ferplus_mobilenetv3_small.onnx || { echo "The shipped model ckpt/ferplus_mobilenetv3_small.onnx is missing: train and export it first (see README)."; exit 1; }
 	$(PY) -m runtime.camera --source tests/data --headless --output $(DEMO_OUT)/annotated --json $(DEMO_OUT)/results.jsonl
 
 test: install-dev

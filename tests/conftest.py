@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from runtime.classifier import SHIPPED_MODELS
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
 SHARED = ROOT.parent / "shared"
-SHIPPED_ONNX = ROOT / "ckpt" / "ferplus_mobilenetv3_small.onnx"
-SHIPPED_INT8 = ROOT / "ckpt" / "ferplus_mobilenetv3_small.int8.onnx"
-SHIPPED_PTH = ROOT / "ckpt" / "ferplus_mobilenetv3_small.pth"
+SHIPPED_ONNX = SHIPPED_MODELS["fp32"]  # runtime.classifier.DEFAULT_MODEL: the one name of the shipped model
+SHIPPED_INT8 = SHIPPED_MODELS["int8"]
+SHIPPED_PTH = SHIPPED_ONNX.with_suffix(".pth")
 MODEL_CARD = ROOT / "ckpt" / "MODEL_CARD.md"
 TINY_ONNX = DATA / "tiny_expression.onnx"
 NEEDS_TORCH = "needs torch (the train extra: pip install -e '.[train]')"
