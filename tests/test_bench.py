@@ -87,3 +87,14 @@ def test_train_speed_missing_checkpoint(tmp_path):
     done = subprocess.run([sys.executable, "-m", "benchmarks.train_speed", "--student", tmp_path / "none.pth"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "checkpoint not found" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_latency_compares_models_in_one_run(tiny_onnx):
+    done = subprocess.run([sys.executable, "-m", "benchmarks.latency", str(tiny_onnx), "fp32", "--repeats", "20"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()[1:3]]
+    assert rows[0][-2] == "1.00" and float(rows[1][1]) > 0 and "1 onnxruntime thread(s)" in done.stdout
+    missing = subprocess.run([sys.executable, "-m", "benchmarks.latency", "nope.onnx"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "model not found: nope.onnx" in missing.stderr
