@@ -20,7 +20,7 @@ def inference_session(model: nn.Module, channels: int, input_size: int, source: 
     """
     sample = torch.randn(4, channels, input_size, input_size, generator=torch.Generator().manual_seed(0))
     try:
-        graph = export_onnx(model, sample)
+        graph, _ = export_onnx(model, sample)
     except ParityError as exc:
         raise CheckpointError(f"teacher {source}: {exc}") from None
     options = ort.SessionOptions()

@@ -139,9 +139,9 @@ class ParityError(RuntimeError):
     """An exported graph whose onnxruntime output differs from torch's."""
 
 
-def export_onnx(model: nn.Module, sample: torch.Tensor, opset: int = 17) -> onnx.ModelProto:
-    """The network as an ONNX graph, `input` [N, C, H, W] (dynamic N) -> `logits`, checked: raises ParityError
-    unless onnxruntime reproduces torch's output on `sample` within PARITY_TOLERANCE.
+def export_onnx(model: nn.Module, sample: torch.Tensor, opset: int = 17) -> tuple[onnx.ModelProto, float]:
+    """The network as an ONNX graph, `input` [N, C, H, W] (dynamic N) -> `logits`, checked: returns the graph and
+    the largest |torch - onnxruntime| on `sample`; raises ParityError above PARITY_TOLERANCE.
 
     The TorchScript exporter writes exactly the requested opset (17 suits older onnxruntime builds on
     boards); the dynamo exporter would raise it to 18.
@@ -163,4 +163,4 @@ def export_onnx(model: nn.Module, sample: torch.Tensor, opset: int = 17) -> onnx
     if diff > PARITY_TOLERANCE:
         raise ParityError(f"onnxruntime differs from torch by {diff:.2e} (> {PARITY_TOLERANCE:.0e}) on "
                           f"{len(sample)} inputs; check the onnxruntime installation")
-    return proto
+    return proto, diff
