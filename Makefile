@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 RT_VENV := .venv-runtime
 DEMO_OUT := demo_output
 
-.PHONY: demo test test-runtime model install install-dev clean
+.PHONY: demo test test-runtime test-arm64 runtime-venv model install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,11 +25,18 @@ test: install-dev
 	$(MAKE) --no-print-directory test-runtime
 
 # `pip install .` plus pytest, no torch: every runtime test runs, the training ones skip with their reason.
-test-runtime:
+test-runtime: runtime-venv
+	$(RT_VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+runtime-venv:
 	test -x $(RT_VENV)/bin/python || $(PYTHON) -m venv $(RT_VENV)
 	$(RT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check . pytest
 	$(RT_VENV)/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)"
-	$(RT_VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+# The runtime on aarch64 under qemu (Raspberry Pi 4 and 5 CPU models), compared with this x86 machine; needs
+# Debian's apt and network access to its archive and PyPI (exit 77 with the reason where it cannot be set up).
+test-arm64: runtime-venv
+	bash tests/arm64/run.sh
 
 # Rebuild the EfficientNet-Lite0 model from the ImageNet weights (hours on a CPU): training/recipe.sh.
 model: install-dev

@@ -1,0 +1,164 @@
+"""The runtime on aarch64, checked against this x86 machine: one line per check, exit 1 on any failure.
+
+    python -m tests.arm64.check --python ARM64_PYTHON --cpu cortex-a72 --cpu cortex-a76
+
+Run by `tests/arm64/run.sh`, which builds ARM64_PYTHON (an aarch64 CPython under qemu user-mode emulation) and
+runs this with the x86 runtime-only venv. For each emulated CPU model (qemu's QEMU_CPU):
+- the interpreter runs on aarch64 and `import runtime` does not load torch;
+- the Haar cascade finds the same boxes as on x86 in the committed portraits;
+- the shipped fp32 and INT8 models' probabilities on those faces agree with x86 within FP32_LIMIT / INT8_LIMIT;
+- `python -m runtime.camera --headless` on a few frames of the sample clip writes one JSON line and one video
+  frame per frame, and finds the faces x86 finds (IoU >= BOX_IOU), give or take one face in ten: aarch64's video
+  decoder differs from x86's by a few levels per pixel, which can tip a face at the edge of detection. The run
+  detects on every frame, so that no tracking state carries such a difference on;
+- the runtime's torch-free tests of the classifier, detectors, solvers and tracking (`RUNTIME_TESTS`, about a
+  minute per CPU model; the slow ones, and the YuNet-on-the-clip test that takes minutes emulated, run on x86).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from runtime.boxes import box_iou
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIP = ROOT.parent / "shared" / "media" / "short_hamilton_clip.mp4"
+CLIP_FRAMES = 12
+# onnxruntime's kernels differ per instruction set: the largest differences measured on these crops were 6.4e-6
+# (fp32) and 9.6e-5 (INT8) with both CPU models; the limits leave some headroom.
+FP32_LIMIT = 1e-5
+INT8_LIMIT = 2e-4
+BOX_IOU = 0.8
+RUNTIME_TESTS = ["tests/test_runtime.py", "tests/test_tracking.py",
+                 "--deselect", "tests/test_tracking.py::test_yunet_is_tracked_on_the_clip"]
+
+
+def run(python: str, args: list[str], cpu: str | None, timeout: float = 1800) -> subprocess.CompletedProcess:
+    """`python args...` from the repository root, the source tree first on the path (QEMU_CPU=cpu when given)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    if cpu:
+        env["QEMU_CPU"] = cpu
+    return subprocess.run([python, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def probe(python: str, cpu: str | None) -> dict:
+    done = run(python, ["tests/arm64/probe.py"], cpu)
+    if done.returncode != 0:
+        raise RuntimeError(f"probe.py failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout)
+
+
+def clip_or_portrait_video(work: Path) -> tuple[Path, str]:
+    """The sample clip when ../shared has it, else a short video made of the committed portraits."""
+    if CLIP.is_file():
+        return CLIP, f"{CLIP_FRAMES} frames of {CLIP.name}"
+    path = work / "portraits.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (640, 480))
+    for i in range(CLIP_FRAMES):
+        frame = cv2.imread(str(ROOT / "tests" / "data" / "obama-480p.jpg"))
+        writer.write(np.roll(cv2.resize(frame, (640, 480)), 4 * i, axis=1))
+    writer.release()
+    return path, f"a {CLIP_FRAMES}-frame video of a portrait (no {CLIP})"
+
+
+def camera_run(python: str, cpu: str | None, source: Path, out: Path) -> tuple[list[dict], int, str]:
+    """Headless `runtime.camera` on the first CLIP_FRAMES frames: (JSON records, frames in the video, stderr)."""
+    out.mkdir(parents=True, exist_ok=True)
+    done = run(python, ["-m", "runtime.camera", "--source", str(source), "--headless", "--detector", "haar",
+                        "--detect-every", "1", "--max-frames", str(CLIP_FRAMES), "--json", str(out / "faces.jsonl"),
+                        "--output", str(out / "annotated.mp4"), "--threads", "1", "--quiet"], cpu)
+    if done.returncode != 0:
+        return [], 0, (done.stderr.strip().splitlines() or ["no message"])[-1]
+    records = [json.loads(line) for line in (out / "faces.jsonl").read_text().splitlines()]
+    video = cv2.VideoCapture(str(out / "annotated.mp4"))
+    frames = 0
+    while video.read()[0]:
+        frames += 1
+    return records, frames, ""
+
+
+def face_agreement(ref: list[dict], arm: list[dict]) -> tuple[int, int, int]:
+    """(x86 faces that aarch64 finds with IoU >= BOX_IOU, x86 faces, aarch64 faces), over frames in order."""
+    found = sum(any(box_iou(face["box"], other["box"]) >= BOX_IOU for other in b["faces"])
+                for a, b in zip(ref, arm) for face in a["faces"])
+    return found, sum(len(r["faces"]) for r in ref), sum(len(r["faces"]) for r in arm)
+
+
+class Report:
+    """One line per check; remembers whether any failed."""
+
+    def __init__(self):
+        self.failed = 0
+
+    def line(self, ok: bool, cpu: str, what: str) -> None:
+        self.failed += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} arm64 {cpu}: {what}", flush=True)
+
+
+def check_cpu(python: str, cpu: str, ref: dict, ref_camera, source: Path, source_name: str, work: Path,
+              report: Report) -> None:
+    try:
+        arm = probe(python, cpu)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        report.line(False, cpu, f"the runtime does not run: {exc}")
+        return
+    report.line(arm["machine"] == "aarch64" and not arm["torch_loaded"], cpu,
+                f"Python {arm['python']} on {arm['machine']}, `import runtime` "
+                f"{'loads torch' if arm['torch_loaded'] else 'without torch'}")
+    faces = sum(len(b) for b in ref["boxes"].values())
+    report.line(arm["boxes"] == ref["boxes"], cpu,
+                f"Haar boxes in {len(ref['boxes'])} portraits ({faces} faces) "
+                f"{'identical to' if arm['boxes'] == ref['boxes'] else 'differ from'} x86")
+    for name, limit in (("fp32", FP32_LIMIT), ("int8", INT8_LIMIT)):
+        a, b = np.array(ref["probs"][name]), np.array(arm["probs"][name])
+        diff = float(np.abs(a - b).max()) if a.shape == b.shape else float("inf")
+        report.line(diff <= limit, cpu, f"{name} probabilities of {len(a)} face crops: max |aarch64 - x86| "
+                                        f"{diff:.1e} (limit {limit:.0e})")
+    records, frames, error = camera_run(python, cpu, source, work / cpu)
+    if error:
+        report.line(False, cpu, f"fer-camera --headless on {source_name}: {error}")
+    else:
+        found, total, arm_total = face_agreement(ref_camera, records)
+        slack = max(1, total // 10)
+        ok = len(records) == frames == CLIP_FRAMES and total - found <= slack and arm_total - found <= slack
+        report.line(ok, cpu, f"fer-camera --headless on {source_name}: {len(records)} JSON lines, "
+                             f"{frames}-frame video, {found} of x86's {total} faces found (IoU >= {BOX_IOU}), "
+                             f"{arm_total - found} others")
+    started = time.monotonic()
+    done = run(python, ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", *RUNTIME_TESTS], cpu)
+    summary = (done.stdout.strip().splitlines() or ["no output"])[-1]
+    report.line(done.returncode == 0, cpu, f"runtime tests: {summary} ({time.monotonic() - started:.0f} s)")
+    if done.returncode != 0:
+        print(done.stdout[-3000:], file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--python", required=True, help="the aarch64 interpreter (a wrapper that runs it under qemu)")
+    p.add_argument("--cpu", action="append", required=True, help="qemu CPU model, e.g. cortex-a72 (repeatable)")
+    args = p.parse_args(argv)
+    report = Report()
+    with tempfile.TemporaryDirectory(prefix="fer-arm64-") as tmp:
+        work = Path(tmp)
+        ref = probe(sys.executable, None)
+        source, source_name = clip_or_portrait_video(work)
+        ref_camera, _, error = camera_run(sys.executable, None, source, work / "x86")
+        if error:
+            report.line(False, "x86", f"fer-camera --headless on {source_name}: {error}")
+            return 1
+        for cpu in args.cpu:
+            check_cpu(args.python, cpu, ref, ref_camera, source, source_name, work, report)
+    return 1 if report.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
