@@ -7,8 +7,8 @@
 Frames run through the runtime's own per-frame pipeline (`runtime.FramePipeline`). Reports the time per
 frame of each stage (decode, detect, classify = crop + preprocess + model, smooth, draw), end-to-end FPS,
 faces per second, the classifier's per-face latency (p50/p95, one face through `predict`), peak RSS and the
-decode-only FPS of the same video (the ceiling). Recall is measured against full-frame Haar
-detection with the same parameters on every frame (a face counts when a box has IoU >= 0.5).
+decode-only FPS of the same video (the ceiling). With --compare, recall is the share of a reference's faces that a
+variant finds (IoU >= 0.4): YuNet on the whole of every frame when its file is present, else the Haar cascade.
 """
 from __future__ import annotations
 
@@ -102,10 +102,13 @@ def decode_fps(source: Path, count: int) -> float:
     return n / (time.perf_counter() - started)
 
 
-def make_detector(kind: str, model: Path | None, detect_every: int, detect_width: int, **tracking):
+def make_detector(kind: str, model: Path | None, detect_every: int, detect_width: int,
+                  region_face_width: int | None | str = "default", **tracking):
     """The detector a variant runs (`runtime.detectors.create_detector`: auto, haar or yunet); `tracking` holds
-    IntervalDetector options other than `every`."""
+    IntervalDetector options other than `every`; `region_face_width` overrides YuNet's."""
     detector = create_detector(kind, model if kind != "haar" else None, detect_width or None)
+    if region_face_width != "default" and hasattr(detector, "region_face_width"):
+        detector.region_face_width = region_face_width
     return IntervalDetector(detector, every=detect_every, **tracking) if detect_every > 1 else detector
 
 
@@ -234,7 +237,8 @@ def run(args: argparse.Namespace) -> dict:
     cv2.setNumThreads(args.threads)
     decode_only = decode_fps(source, args.frames)
     classifier = lambda model: ExpressionClassifier(model, threads=args.threads)
-    pipeline = lambda detector, model: FramePipeline(detector, classifier(model), LinearExponentialSmoothing(0.3))
+    pipeline = lambda detector, model, every_frame=False: FramePipeline(
+        detector, classifier(model), LinearExponentialSmoothing(0.3), classify_every_frame=every_frame)
     report: dict = {"machine": machine(), "source": str(source), "threads": args.threads, "frames": args.frames}
     if args.soak:
         yunet = Path(args.detector_model) if args.detector_model else None
@@ -251,6 +255,8 @@ def run(args: argparse.Namespace) -> dict:
         int8 = str(Path(args.model).with_name(Path(args.model).name.replace(".onnx", ".int8.onnx")))
         fast, slow = (FAST["detect_every"], FAST["detect_width"]), (SLOW["detect_every"], SLOW["detect_width"])
         variants = [(f"fp32 auto ({default}) fast (default)", args.model, "auto", *fast, {}),
+                    ("fp32 auto fast, classify every frame", args.model, "auto", *fast,
+                     {"classify_every_frame": True}),
                     ("fp32 haar fast", args.model, "haar", *fast, {}),
                     ("fp32 haar every frame, full size", args.model, "haar", *slow, {}),
                     ("fp32 haar fast, follow every frame", args.model, "haar", *fast, {"follow_every": 1}),
@@ -263,6 +269,8 @@ def run(args: argparse.Namespace) -> dict:
             print(f"no INT8 model at {int8}: its row is left out")
         if yunet:
             variants += [("fp32 yunet fast", args.model, "yunet", *fast, {}),
+                         ("fp32 yunet fast, regions at full size", args.model, "yunet", *fast,
+                          {"region_face_width": None}),
                          ("fp32 yunet fast, follow every frame", args.model, "yunet", *fast, {"follow_every": 1}),
                          ("fp32 yunet every frame, full size", args.model, "yunet", *slow, {})]
         else:
@@ -275,9 +283,10 @@ def run(args: argparse.Namespace) -> dict:
                                  pipeline(make_detector(kind, yunet, **SLOW), args.model), decode_only).boxes
         report["reference_faces"] = sum(len(b) for b in reference)
     reports = []
-    for name, model, kind, every, width, tracking in variants:
-        detector = make_detector(kind, yunet, every, width, **tracking)
-        r = run_pipeline(name, source, args.frames, pipeline(detector, model), decode_only)
+    for name, model, kind, every, width, options in variants:
+        every_frame = options.pop("classify_every_frame", False)
+        detector = make_detector(kind, yunet, every, width, **options)
+        r = run_pipeline(name, source, args.frames, pipeline(detector, model, every_frame), decode_only)
         if reference is not None:
             r.recall = round(recall(r.boxes, reference), 4)
         reports.append(r)

@@ -102,6 +102,9 @@ class YuNetFaceDetector:
     # the region that runtime.tracking searches around a known face, as a share of its size on each side:
     # on the sample clip 0.5 finds 90% of the faces of YuNet on every frame, 0.35 (Haar's) 85%
     search_margin = 0.5
+    # a region search (runtime.tracking) shrinks the region until the smallest face it looks for is this many
+    # pixels wide: YuNet's cost grows with the pixels it sees, and it needs no more to find a known face again
+    region_face_width = 48
 
     def __init__(self, model_path: str | os.PathLike, score_threshold: float = 0.7,
                  detect_width: int | None = None, face_scale: float | None = 1.22):
@@ -125,6 +128,8 @@ class YuNetFaceDetector:
     def detect(self, frame: np.ndarray, roi=None, size_range: tuple[float, float] | None = None) -> np.ndarray:
         """Faces in `frame` (or in its `roi`), optionally only those `size_range` = (min, max) pixels wide."""
         scale = _shrink_factor(frame.shape[1], self.detect_width)
+        if roi is not None and size_range and self.region_face_width:
+            scale = max(scale, size_range[0] / self.region_face_width)
         area, x, y = _search_area(frame, scale, roi, to_bgr)
         size = (area.shape[1], area.shape[0])
         if size != self._input_size:

@@ -57,22 +57,38 @@ class FramePipeline:
     smoother: a callable on one frame's results (e.g. `LinearExponentialSmoothing`), or None.
     largest_only: keep only the largest face of each frame.
     track_ids: number the faces across frames (`track_id` in each result), for streams.
+    classify_every_frame: classify on every frame. By default, on a frame whose boxes the tracker carried over
+        unchanged (`IntervalDetector.carried_over`: every second frame between searches), the faces keep the
+        previous frame's probabilities, which halves the classifier's work on video; `--detect-every 1`
+        (no tracker) classifies every frame anyway.
     `seconds` adds up the time spent in each stage (detect, classify = crop + preprocess + model, smooth).
     """
 
     def __init__(self, detector, classifier: "ExpressionClassifier",
                  smoother: Callable[[list[dict]], list[dict]] | None = None, largest_only: bool = False,
-                 track_ids: bool = False):
+                 track_ids: bool = False, classify_every_frame: bool = False):
         self.detector, self.classifier, self.smoother = detector, classifier, smoother
-        self.largest_only = largest_only
+        self.largest_only, self.classify_every_frame = largest_only, classify_every_frame
         self.ids = FaceIds() if track_ids else None
         self.seconds = dict.fromkeys(STAGES, 0.0)
+        self._last: tuple[np.ndarray, list[dict]] | None = None  # the last frame's boxes and unsmoothed results
 
     def reset(self) -> None:
         """Forget what earlier frames said (a new video starts): tracked faces and smoothing state."""
+        self._last = None
         for stateful in (self.detector, self.smoother, self.ids):
             if hasattr(stateful, "reset"):
                 stateful.reset()
+
+    def _classify(self, frame: np.ndarray, boxes: np.ndarray) -> list[dict]:
+        """The unsmoothed results for `boxes`: the last frame's when the tracker carried the same boxes over."""
+        carried = getattr(self.detector, "carried_over", False) and not self.classify_every_frame
+        if carried and self._last is not None and np.array_equal(self._last[0], boxes):
+            results = self._last[1]
+        else:
+            results = classify_boxes(self.classifier, [frame], [boxes])[0]
+        self._last = boxes, results
+        return [dict(r) for r in results]  # the smoother and the caller get their own dicts
 
     def detect(self, frame: np.ndarray) -> np.ndarray:
         boxes = self.detector.detect(frame)
@@ -82,7 +98,7 @@ class FramePipeline:
         t0 = time.perf_counter()
         boxes = self.detect(frame)
         t1 = time.perf_counter()
-        results = classify_boxes(self.classifier, [frame], [boxes])[0]
+        results = self._classify(frame, boxes)
         t2 = time.perf_counter()
         if self.smoother is not None:
             results = self.smoother(results)

@@ -72,6 +72,7 @@ class IntervalDetector:
         self.tracks: list[Track] = []
         self.since_full: int | None = None
         self._thumbnail: np.ndarray | None = None
+        self.carried_over = False  # True when the last frame's boxes were carried over, not searched for
 
     def _scene_cut(self, frame: np.ndarray) -> bool:
         """True when the frame differs from the previous one as a whole (a cut, a camera switch)."""
@@ -118,12 +119,15 @@ class IntervalDetector:
         """Boxes [K, 4] of the faces seen (or carried over) in this frame."""
         cut = self._scene_cut(frame)
         lost_a_face = any(t.lost == self.redetect_after for t in self.tracks)
+        self.carried_over = False
         if cut or lost_a_face or self.since_full is None or self.since_full + 1 >= self.every:
             self._full(frame, cut)
         else:
             self.since_full += 1
             if self.since_full % self.follow_every == 0:
                 self._follow(frame, self.tracks)
+            else:
+                self.carried_over = True
         kept: list[Track] = []
         for track in self.tracks:  # forget faces lost too long, and a track that found another's face
             if track.lost <= self.keep_lost and not any(box_iou(k.box, track.box) > 0.5 for k in kept):

@@ -272,3 +272,31 @@ def test_visualizer_renders_boxes_and_charts(tiny_onnx):
     assert image.shape == (480, 853 + 320, 3)
     assert len(vis.history) == 5
     assert image[:, 853:].std() > 10  # the chart panel is drawn
+
+
+def test_frame_pipeline_keeps_probabilities_on_frames_the_tracker_carries_over(tiny_onnx):
+    class CountingClassifier(ExpressionClassifier):
+        calls = 0
+
+        def predict(self, faces):
+            CountingClassifier.calls += 1
+            return super().predict(faces)
+
+    frame = cv2.imread(str(DATA / "obama-480p.jpg"))
+    frames = [np.clip(frame.astype(int) + 3 * i, 0, 255).astype(np.uint8) for i in range(8)]  # a changing face
+    for every_frame, expected_calls in ((True, 8), (False, 4)):
+        CountingClassifier.calls = 0
+        tracker = IntervalDetector(CascadeFaceDetector(), every=15, follow_every=2)
+        pipeline = FramePipeline(tracker, CountingClassifier(tiny_onnx), classify_every_frame=every_frame)
+        results, carried = [], []
+        for f in frames:
+            results.append(pipeline(f)[0])
+            carried.append(tracker.carried_over)
+        assert carried == [False, True] * 4 and CountingClassifier.calls == expected_calls
+        for i in (1, 3, 5, 7):  # carried-over frames: the same box, the previous frame's probabilities, or new ones
+            assert results[i]["box"] == results[i - 1]["box"]
+            assert np.array_equal(results[i]["vector"], results[i - 1]["vector"]) is not every_frame
+    calls = CountingClassifier.calls
+    pipeline.reset()  # a new video: its first frame is searched and classified
+    pipeline(frames[1])
+    assert CountingClassifier.calls == calls + 1 and tracker.carried_over is False
