@@ -65,7 +65,7 @@ if [ ! -x "$QEMU" ] || [ ! -x "$ROOTFS/usr/bin/python3.11" ]; then
   for deb in "$APT"/archives/*.deb; do dpkg-deb -x "$deb" "$ROOTFS"; done
   rm -rf "$CACHE/debs" "$APT"/archives/*.deb
 fi
-"$QEMU" --version | head -1
+echo "arm64: $("$QEMU" --version | head -1), environment cached in $CACHE"
 
 # The aarch64 wheels of the x86 runtime venv's exact versions (the project itself runs from the source tree).
 REQS=$("$RT_PY" -m pip freeze --exclude-editable --disable-pip-version-check | grep -v " @ " | sort)
