@@ -373,3 +373,26 @@ def test_logit_adjustment_favours_rare_classes():
     assert logit_adjusted(probs, prior, 0.0).argmax(1).tolist() == [0, 0]
     assert logit_adjusted(probs, prior, 1.0).argmax(1).tolist() == [1, 0]  # 0.4/0.1 > 0.6/0.9; 0.05/0.1 < 0.95/0.9
     np.testing.assert_allclose(logit_adjusted(probs, prior, 0.5), np.log(probs) - 0.5 * np.log(prior))
+
+
+def test_device_is_checked_before_any_work(tmp_path, capsys):
+    data = write_class_folder(tmp_path / "data", per_class=2)
+    common = ["--data", f"folder:{data}", "--epochs", "1", "--out", str(tmp_path / "run")]
+    assert train_main([*common, "--device", "gpu0"]) == 2
+    assert capsys.readouterr().err.strip() == ("fer-train: error: --device gpu0: not a device; "
+                                               "use cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        assert train_main([*common, "--device", "cuda"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("fer-train: error: --device cuda: torch sees no CUDA GPU here") and "\n" not in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU that torch can use")
+def test_training_on_a_gpu_writes_a_checkpoint_that_loads_on_the_cpu(tmp_path):
+    data = write_class_folder(tmp_path / "data", per_class=4)
+    assert train_main(["--data", f"folder:{data}", "--epochs", "1", "--batch-size", "8", "--max-steps", "2",
+                       "--workers", "0", "--mixup", "0.2", "--device", "cuda", "--out", str(tmp_path / "gpu")]) == 0
+    model = model_from_checkpoint(load_checkpoint(tmp_path / "gpu" / "best.pth"))
+    assert next(model.parameters()).device.type == "cpu"
+    assert model(torch.zeros(1, 1, 48, 48)).shape == (1, 7)

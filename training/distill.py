@@ -60,12 +60,13 @@ class Teacher:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """[N, C, H, W] normalised images -> [N, classes] probabilities."""
-        probs = 0.0
+        """[N, C, H, W] normalised images -> [N, classes] probabilities (on the images' device; the teachers
+        themselves run on the CPU)."""
+        probs, cpu_images = 0.0, images.cpu()
         for session, size in zip(self.sessions, self.input_sizes):
             run = lambda x: torch.from_numpy(session.run(None, {"input": x.contiguous().numpy()})[0]).softmax(1)
-            probs = probs + flip_averaged(run, resized(images, size))
-        return probs / len(self.sessions)
+            probs = probs + flip_averaged(run, resized(cpu_images, size))
+        return (probs / len(self.sessions)).to(images.device)
 
 
 def distilled_targets(targets: torch.Tensor, teacher_probs: torch.Tensor, weight: float) -> torch.Tensor:

@@ -79,6 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--distill-weight", type=float, default=0.5,
                    help="weight of the teacher's probabilities in the training targets (with --teacher)")
     p.add_argument("--workers", type=int, default=1, help="data-loading processes")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N for an NVIDIA GPU (one process)")
     p.add_argument("--max-steps", type=int, default=0, help="stop each epoch after this many steps (smoke tests)")
     p.add_argument("--out", default="runs/train")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
@@ -102,7 +103,7 @@ def ema_average(decay: float):
 def mixup(images: torch.Tensor, targets: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Blend each image and its target distribution with another one of the batch (mixup)."""
     lam = float(np.random.beta(alpha, alpha))
-    other = torch.randperm(len(images))
+    other = torch.randperm(len(images), device=images.device)
     return lam * images + (1 - lam) * images[other], lam * targets + (1 - lam) * targets[other]
 
 
@@ -131,7 +132,7 @@ def train_step(net, teacher, optimizer, criterion, images: torch.Tensor, targets
 
 
 def train_one_epoch(net, model, ema, teacher, optimizer, criterion, loader, args, epoch: int,
-                    steps_per_epoch: int, show_progress: bool) -> tuple[float, float]:
+                    steps_per_epoch: int, show_progress: bool, device: torch.device) -> tuple[float, float]:
     """One pass over the training data (mixup and distillation applied per batch); returns
     (mean training loss, last learning rate)."""
     net.train()
@@ -143,6 +144,7 @@ def train_one_epoch(net, model, ema, teacher, optimizer, criterion, loader, args
         lr = learning_rate(args, epoch * steps_per_epoch + step, steps_per_epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         loss = train_step(net, teacher, optimizer, criterion, images, targets, args.mixup, args.distill_weight)
         if ema is not None:
             ema.update_parameters(model)
@@ -152,11 +154,13 @@ def train_one_epoch(net, model, ema, teacher, optimizer, criterion, loader, args
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: DataLoader, criterion) -> tuple[float, float, float]:
+def evaluate(model: torch.nn.Module, loader: DataLoader, criterion,
+             device: torch.device = torch.device("cpu")) -> tuple[float, float, float]:
     """(loss, accuracy, accuracy with horizontal-flip averaging) against the hard labels."""
     model.eval()
     loss_sum, correct, correct_flip, n = 0.0, 0, 0, 0
     for images, targets, hard in loader:
+        images, targets, hard = images.to(device), targets.to(device), hard.to(device)
         logits = model(images)
         probs = class_probabilities(model, images, flip=True)
         loss_sum += criterion(logits, targets).item() * len(images)
@@ -222,6 +226,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fer-train: error: --distill-weight must be between 0 and 1, got {args.distill_weight}", file=sys.stderr)
         return 2
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        print(f"fer-train: error: --device {args.device}: not a device; use cpu, cuda or cuda:N", file=sys.stderr)
+        return 2
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(f"fer-train: error: --device {args.device}: torch sees no CUDA GPU here (torch {torch.__version__}); "
+              "use --device cpu", file=sys.stderr)
+        return 2
+    if device.type not in ("cpu", "cuda") or (distributed and device.type != "cpu"):
+        print(f"fer-train: error: --device {args.device}: only cpu and cuda are supported, and several "
+              "processes (torchrun) train on the CPU only", file=sys.stderr)
+        return 2
     if distributed:
         dist.init_process_group("gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
@@ -244,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sampler = DistributedSampler(train_set, seed=args.seed) if distributed else None
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
-                              num_workers=args.workers, drop_last=True, persistent_workers=args.workers > 0)
+                              num_workers=args.workers, drop_last=True, persistent_workers=args.workers > 0,
+                              pin_memory=device.type == "cuda")
     valid_loader = DataLoader(_WithHardLabels(valid_set), batch_size=256, num_workers=0)
 
     model = build_model(args.arch, len(labels), args.channels, args.stem_stride, args.dropout, args.width_mult)
@@ -258,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if is_main:
             print(f"initialised from {args.pretrained}; {len(skipped)} tensors left as initialised")
+    params, mflops = count_parameters(model), round(count_mflops(model, args.channels, args.input_size), 2)
+    model = model.to(device)
     try:
         teacher = Teacher(args.teacher, labels, args.channels, mean, std) if args.teacher else None
     except CheckpointError as exc:
@@ -273,8 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset=args.data.split(":", 1)[0], source_commit=git_commit(),
         extra={"stem_stride": args.stem_stride, "width_mult": args.width_mult, "recipe": args.recipe,
                "train_command": shlex.join(["python", "-m", "training.train", *(argv or sys.argv[1:])]),
-               "params": count_parameters(model),
-               "mflops": round(count_mflops(model, args.channels, args.input_size), 2)}).to_dict()
+               "params": params, "mflops": mflops}).to_dict()
     start_epoch, best_acc = 0, -1.0
     if args.resume:
         try:
@@ -301,15 +320,15 @@ def main(argv: list[str] | None = None) -> int:
                 sampler.set_epoch(epoch)
             started = time.time()
             train_loss, lr = train_one_epoch(net, model, ema, teacher, optimizer, criterion, train_loader, args,
-                                             epoch, steps_per_epoch, is_main)
+                                             epoch, steps_per_epoch, is_main, device)
             if not is_main:
                 continue
             scored = ema.module if ema is not None else model
             if ema is not None:
                 # Averaged weights need their own BatchNorm statistics (averaging the running stats of
                 # a fast-changing network gives unusable ones): re-estimate them on training batches.
-                update_bn(itertools.islice(train_loader, BN_BATCHES), scored)
-            valid_loss, acc, acc_flip = evaluate(scored, valid_loader, criterion)
+                update_bn(itertools.islice(train_loader, BN_BATCHES), scored, device=device)
+            valid_loss, acc, acc_flip = evaluate(scored, valid_loader, criterion, device)
             row = EpochMetrics(epoch + 1, lr, train_loss, valid_loss, acc, acc_flip, time.time() - started)
             append_metrics(out / "metrics.csv", row)
             plot_curves(read_metrics(out / "metrics.csv"), out / "curves.png")
