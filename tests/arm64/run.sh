@@ -2,7 +2,7 @@
 # The runtime tested on aarch64 (Raspberry Pi 4 and 5 CPU models) under qemu user-mode emulation:
 #   make test-arm64          # or: bash tests/arm64/run.sh [CPU_MODEL ...]   (default: cortex-a72 cortex-a76)
 # Builds, without installing anything into the system (cached in $FER_EDGE_ARM64_CACHE, default
-# ~/.cache/fer-edge-arm64, about 250 MB):
+# ~/.cache/fer-edge-arm64, about 330 MB):
 # - qemu-user 10 from Debian bookworm-backports (static binaries, unpacked with dpkg -x; bookworm's own qemu 7.2
 #   crashes on `import onnxruntime`);
 # - an arm64 root holding Debian's python3.11 and its libraries, fetched by a private apt configuration;
@@ -50,15 +50,16 @@ Debug::NoLocking "true";
 EOF
 export APT_CONFIG="$APT/apt.conf"
 
-QEMU="$CACHE/qemu/usr/bin/qemu-aarch64"
+QEMU="$CACHE/qemu-aarch64"
 ROOTFS="$CACHE/root"
 if [ ! -x "$QEMU" ] || [ ! -x "$ROOTFS/usr/bin/python3.11" ]; then
   echo "arm64: fetching qemu-user (bookworm-backports) and an arm64 python3.11 from $MIRROR into $CACHE"
   apt-get update -qq >/dev/null 2>&1 || skip "cannot reach the Debian archive $MIRROR"
-  rm -rf "$CACHE/qemu" "$ROOTFS" "$CACHE/debs" && mkdir -p "$CACHE/debs"
+  rm -rf "$QEMU" "$CACHE/qemu" "$ROOTFS" "$CACHE/debs" && mkdir -p "$CACHE/debs"
   (cd "$CACHE/debs" && apt-get download -qq qemu-user:amd64/bookworm-backports >/dev/null 2>&1) \
     || skip "cannot download qemu-user from bookworm-backports"
-  dpkg-deb -x "$CACHE"/debs/qemu-user_*.deb "$CACHE/qemu"
+  dpkg-deb -x "$CACHE"/debs/qemu-user_*.deb "$CACHE/debs/qemu"
+  mv "$CACHE/debs/qemu/usr/bin/qemu-aarch64" "$QEMU"  # the package holds every target; one is needed
   # An empty dpkg status: apt resolves python3.11's whole dependency closure, libc included.
   apt-get install -qq -y --download-only --no-install-recommends python3.11 libstdc++6 libgomp1 >/dev/null 2>&1 \
     || skip "cannot download the arm64 python3.11 packages"
