@@ -2,7 +2,7 @@
 # The runtime tested on aarch64 (Raspberry Pi 4 and 5 CPU models) under qemu user-mode emulation:
 #   make test-arm64          # or: bash tests/arm64/run.sh [CPU_MODEL ...]   (default: cortex-a72 cortex-a76)
 # Builds, without installing anything into the system (cached in $FER_EDGE_ARM64_CACHE, default
-# ~/.cache/fer-edge-arm64, about 330 MB):
+# ~/.cache/fer-edge-arm64, about 340 MB):
 # - qemu-user 10 from Debian bookworm-backports (static binaries, unpacked with dpkg -x; bookworm's own qemu 7.2
 #   crashes on `import onnxruntime`);
 # - an arm64 root holding Debian's python3.11 and its libraries, fetched by a private apt configuration;
