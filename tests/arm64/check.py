@@ -51,7 +51,8 @@ def run(python: str, args: list[str], cpu: str | None, timeout: float = 1800) ->
 
 
 def probe(python: str, cpu: str | None) -> dict:
-    done = run(python, ["tests/arm64/probe.py"], cpu)
+    """probe.py's record from `python` (raises RuntimeError or subprocess.TimeoutExpired)."""
+    done = run(python, ["tests/arm64/probe.py"], cpu, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"probe.py failed: {done.stderr.strip().splitlines()[-1:]}")
     return json.loads(done.stdout)
@@ -73,9 +74,12 @@ def clip_or_portrait_video(work: Path) -> tuple[Path, str]:
 def camera_run(python: str, cpu: str | None, source: Path, out: Path) -> tuple[list[dict], int, str]:
     """Headless `runtime.camera` on the first CLIP_FRAMES frames: (JSON records, frames in the video, stderr)."""
     out.mkdir(parents=True, exist_ok=True)
-    done = run(python, ["-m", "runtime.camera", "--source", str(source), "--headless", "--detector", "haar",
-                        "--detect-every", "1", "--max-frames", str(CLIP_FRAMES), "--json", str(out / "faces.jsonl"),
-                        "--output", str(out / "annotated.mp4"), "--threads", "1", "--quiet"], cpu)
+    try:
+        done = run(python, ["-m", "runtime.camera", "--source", str(source), "--headless", "--detector", "haar",
+                            "--detect-every", "1", "--max-frames", str(CLIP_FRAMES), "--json", str(out / "faces.jsonl"),
+                            "--output", str(out / "annotated.mp4"), "--threads", "1", "--quiet"], cpu, timeout=600)
+    except subprocess.TimeoutExpired:
+        return [], 0, "did not finish in 10 minutes"
     if done.returncode != 0:
         return [], 0, (done.stderr.strip().splitlines() or ["no message"])[-1]
     records = [json.loads(line) for line in (out / "faces.jsonl").read_text().splitlines()]
@@ -134,7 +138,11 @@ def check_cpu(python: str, cpu: str, ref: dict, ref_camera, source: Path, source
                              f"{frames}-frame video, {found} of x86's {total} faces found (IoU >= {BOX_IOU}), "
                              f"{arm_total - found} others")
     started = time.monotonic()
-    done = run(python, ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", *RUNTIME_TESTS], cpu)
+    try:
+        done = run(python, ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", *RUNTIME_TESTS], cpu)
+    except subprocess.TimeoutExpired:
+        report.line(False, cpu, "runtime tests: did not finish in 30 minutes")
+        return
     summary = (done.stdout.strip().splitlines() or ["no output"])[-1]
     report.line(done.returncode == 0, cpu, f"runtime tests: {summary} ({time.monotonic() - started:.0f} s)")
     if done.returncode != 0:
