@@ -98,3 +98,20 @@ def test_latency_compares_models_in_one_run(tiny_onnx):
     missing = subprocess.run([sys.executable, "-m", "benchmarks.latency", "nope.onnx"], cwd=ROOT,
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "model not found: nope.onnx" in missing.stderr
+
+
+def test_tracking_choices_on_a_few_frames(media, yunet_model):
+    done = subprocess.run([sys.executable, "-m", "benchmarks.tracking_choices", "--source",
+                           str(media / "short_hamilton_clip.mp4"), "--detector-model", str(yunet_model),
+                           "--frames", "30", "--widths", "0", "48"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()[1:3]]
+    assert [r[0] for r in rows] == ["full", "48"] and all(r[-1].endswith("%") for r in rows)
+    assert "agrees with classifying every frame on" in done.stdout.splitlines()[-1]
+
+
+def test_tracking_choices_needs_yunet(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "benchmarks.tracking_choices", "--detector-model",
+                           str(tmp_path / "none.onnx")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.startswith("tracking_choices: error: needs YuNet")
