@@ -3,6 +3,10 @@ distillation teachers' forward pass in torch and in onnxruntime.
 
     python -m benchmarks.train_speed --student ckpt/ferplus_mobilenetv3_small.pth \\
         --teacher runs/teacher_w100_72/best.pth --steps 12
+    python -m benchmarks.train_speed --arch efficientnet_lite0:96 efficientnet_lite2:128 --steps 5
+
+`--arch ARCH:SIZE ...` adds a row per freshly built network (gray input, stem stride 2, 7 classes, as
+`training/recipe.sh` trains them): what a training step of a candidate student or teacher costs here.
 
 The networks are rebuilt from checkpoints (arch, width, input size); the student trains from its
 weights as a distillation run would (AdamW, soft-target loss, mixup). The batch is random images at
@@ -27,7 +31,7 @@ from runtime import DEFAULT_MODEL
 from training.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from training.distill import Teacher, resized
 from training.losses import SoftTargetLoss
-from training.model import class_probabilities
+from training.model import ARCHS, build_model, class_probabilities
 from training.train import train_step
 
 
@@ -90,9 +94,24 @@ def run(args: argparse.Namespace) -> dict:
                  timed(f"teacher forward, onnxruntime ({faces})", lambda: teacher(images), args.steps, args.warmup),
                  timed(f"student step + onnxruntime teacher (batch {args.batch_size})", lambda: step(teacher),
                        args.steps, args.warmup)]
+    for spec in args.arch or []:
+        arch, side = spec.rsplit(":", 1)
+        model = build_model(arch, classes, 1, 2, 0.2, 1.0).train().to(memory_format=torch.channels_last)
+        fresh = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        batch = torch.randn(args.batch_size, 1, int(side), int(side))
+        rows.append(timed(f"{arch} at {side} px, step (batch {args.batch_size})",
+                          lambda: train_step(model, None, fresh, criterion, batch, targets, args.mixup),
+                          args.steps, args.warmup))
     return {"machine": {**machine(), "torch": torch.__version__},
             "threads": args.threads, "student": args.student, "student_arch": f"{meta['arch']} x{meta.get('width_mult', 1.0)}",
             "input_size": size, "teachers": args.teacher or [], "rows": [asdict(r) for r in rows]}
+
+
+def _arch_spec(value: str) -> str:
+    arch, _, size = value.rpartition(":")
+    if arch not in ARCHS or not size.isdigit() or int(size) < 16:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected ARCH:SIZE with ARCH one of {', '.join(ARCHS)}")
+    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -100,6 +119,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--student", default=str(DEFAULT_MODEL.with_suffix(".pth")), help="checkpoint")
     p.add_argument("--teacher", nargs="+", metavar="CKPT", help="distillation teacher checkpoints")
+    p.add_argument("--arch", nargs="+", metavar="ARCH:SIZE", type=_arch_spec,
+                   help="also time a training step of these networks, e.g. efficientnet_lite2:128")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--mixup", type=float, default=0.2)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch and onnxruntime threads")

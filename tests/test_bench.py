@@ -115,3 +115,18 @@ def test_tracking_choices_needs_yunet(tmp_path):
     done = subprocess.run([sys.executable, "-m", "benchmarks.tracking_choices", "--detector-model",
                            str(tmp_path / "none.onnx")], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.startswith("tracking_choices: error: needs YuNet")
+
+
+def test_train_speed_times_fresh_architectures(tmp_path):
+    require_torch()
+    out = tmp_path / "arch.json"
+    done = subprocess.run([sys.executable, "-m", "benchmarks.train_speed", "--arch", "mobilenet_v3_small:48",
+                           "--batch-size", "4", "--steps", "1", "--warmup", "0", "--threads", "1", "--json", out],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["rows"][-1]["name"] == "mobilenet_v3_small at 48 px, step (batch 4)"
+    assert report["input_size"] == 72  # the student's (the shipped model), not the timed network's
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.train_speed", "--arch", "resnet50:96"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "expected ARCH:SIZE" in bad.stderr and "Traceback" not in bad.stderr
