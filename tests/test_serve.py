@@ -195,6 +195,11 @@ def test_real_browser_shows_video_and_bars(tiny_onnx, media, yunet_model, tmp_pa
         pytest.skip("no chromium (Debian's chromium package; .ci/run installs it)")
     proc, url = _serve(tiny_onnx, media, "--detector-model", str(yunet_model))  # YuNet: a face in every frame
     try:
+        events = _get(url + "events", timeout=30)  # a loaded machine may take a while to publish the first faces
+        deadline = time.monotonic() + 60
+        while not (line := events.readline()).startswith(b"data: ") or not json.loads(line[6:])["faces"]:
+            assert time.monotonic() < deadline, "no frame with a face published in 60 s"
+        events.close()
         shot = tmp_path / "page.png"
         common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                   "--window-size=1200,700", "--timeout=5000", f"--user-data-dir={tmp_path / 'profile'}"]
