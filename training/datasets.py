@@ -115,27 +115,36 @@ FERPLUS_FOLDERS = {"train": "FER2013Train", "valid": "FER2013Valid", "test": "FE
 
 
 def load_ferplus(root: str | os.PathLike, split: str, labels: list[str]) -> FaceDataset:
-    """FER+ official layout. Soft targets = votes over the table's classes; hard label = the
-    majority of all ten vote columns (first wins a tie), rows whose winner is not in the table
-    (contempt for 7 classes, unknown, not-a-face) dropped."""
-    folder = Path(root) / FERPLUS_FOLDERS[split]
-    label_csv = _require(folder / "label.csv", "FER+ label file")
+    """FER+ official layout, or a pack of it (`python -m training.pack data`, a `.npz` file). Soft targets =
+    votes over the table's classes; hard label = the majority of all ten vote columns (first wins a tie), rows
+    whose winner is not in the table (contempt for 7 classes, unknown, not-a-face) dropped."""
+    if str(root).endswith(".npz"):
+        from .pack import read_packed_ferplus
+
+        _require(Path(root), "FER+ pack")
+        faces, votes = read_packed_ferplus(root, split)
+        read = lambda i: faces[i]  # noqa: E731
+    else:
+        folder = Path(root) / FERPLUS_FOLDERS[split]
+        label_csv = _require(folder / "label.csv", "FER+ label file")
+        with open(label_csv, newline="") as f:
+            rows = list(csv.reader(f))
+        for row in rows:
+            if len(row) != 12:
+                raise DatasetError(f"{label_csv}: expected 12 columns, got {len(row)} in {row[:2]}")
+        votes = np.array([row[2:] for row in rows], dtype=np.float32)
+        read = lambda i: cv2.imread(str(folder / rows[i][0]), cv2.IMREAD_GRAYSCALE)  # noqa: E731
     mapping = np.array(index_map(FERPLUS_COLUMNS, labels))
     images, targets, hard = [], [], []
-    with open(label_csv, newline="") as f:
-        rows = list(csv.reader(f))
-    for row in tqdm(rows, desc=f"FER+ {split}", leave=False, disable=len(rows) < 1000):
-        if len(row) != 12:
-            raise DatasetError(f"{label_csv}: expected 12 columns, got {len(row)} in {row[:2]}")
-        votes = np.array(row[2:], dtype=np.float32)
-        winner = mapping[int(np.argmax(votes))]
+    for i in tqdm(range(len(votes)), desc=f"FER+ {split}", leave=False, disable=len(votes) < 1000):
+        winner = mapping[int(np.argmax(votes[i]))]
         if winner < 0:
             continue
         target = np.zeros(len(labels), np.float32)
-        np.add.at(target, mapping[mapping >= 0], votes[mapping >= 0])
-        image = cv2.imread(str(folder / row[0]), cv2.IMREAD_GRAYSCALE)
+        np.add.at(target, mapping[mapping >= 0], votes[i][mapping >= 0])
+        image = read(i)
         if image is None:
-            raise DatasetError(f"cannot read image {folder / row[0]}")
+            raise DatasetError(f"cannot read image {folder / rows[i][0]}")
         images.append(image)
         targets.append(target / target.sum())
         hard.append(winner)

@@ -42,11 +42,13 @@ class Teacher:
 
     The teachers see the student's (augmented, mixed) batch, resized to their own input size; they must
     share the student's labels, channels and normalisation, so the same tensor means the same image.
-    They run in onnxruntime (see `inference_session`), each face and its mirror in one call.
+    On the CPU they run in onnxruntime (see `inference_session`), on a GPU in torch (bfloat16); each face
+    and its mirror in one call.
     """
 
-    def __init__(self, paths: list[str], labels: list[str], channels: int, mean: list[float], std: list[float]):
-        self.sessions, self.input_sizes = [], []
+    def __init__(self, paths: list[str], labels: list[str], channels: int, mean: list[float], std: list[float],
+                 device: torch.device = torch.device("cpu")):
+        self.runners, self.input_sizes, self.device = [], [], device
         for path in paths:
             ckpt = load_checkpoint(path)
             meta = ckpt["meta"]
@@ -55,18 +57,27 @@ class Teacher:
                     raise CheckpointError(f"teacher {path}: {key} {meta[key]} differ from the student's {expected}; "
                                           "train the student with the teacher's settings")
             size = int(meta["input_size"])
-            self.sessions.append(inference_session(model_from_checkpoint(ckpt, path), channels, size, path))
+            self.runners.append(self._runner(model_from_checkpoint(ckpt, path), channels, size, path))
             self.input_sizes.append(size)
+
+    def _runner(self, model: nn.Module, channels: int, size: int, path: str):
+        """images -> probabilities, on the CPU through onnxruntime, else on the device."""
+        if self.device.type == "cpu":
+            session = inference_session(model, channels, size, path)
+            return lambda x: torch.from_numpy(session.run(None, {"input": x.contiguous().numpy()})[0]).softmax(1)
+        model = model.to(self.device, memory_format=torch.channels_last)
+        return lambda x: model(x).float().softmax(1)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """[N, C, H, W] normalised images -> [N, classes] probabilities (on the images' device; the teachers
-        themselves run on the CPU)."""
-        probs, cpu_images = 0.0, images.cpu()
-        for session, size in zip(self.sessions, self.input_sizes):
-            run = lambda x: torch.from_numpy(session.run(None, {"input": x.contiguous().numpy()})[0]).softmax(1)
-            probs = probs + flip_averaged(run, resized(cpu_images, size))
-        return (probs / len(self.sessions)).to(images.device)
+        """[N, C, H, W] normalised images -> [N, classes] probabilities, on the images' device."""
+        on_gpu = self.device.type != "cpu"
+        x = images.to(self.device)
+        probs = 0.0
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=on_gpu):
+            for run, size in zip(self.runners, self.input_sizes):
+                probs = probs + flip_averaged(run, resized(x, size))
+        return (probs / len(self.runners)).to(images.device)
 
 
 def distilled_targets(targets: torch.Tensor, teacher_probs: torch.Tensor, weight: float) -> torch.Tensor:

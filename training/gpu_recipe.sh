@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The recipe's training stages on a lent GPU (the `device` tool's machine), from packed files, the results
+# written to $OUT for the trip back. Prepare here (the .gpu folder is ignored by git; it travels with `carry`):
+#   python -m training.pack data --out .gpu/ferplus.npz            # FER+ train + valid, ~20 MiB
+#   python -m training.pack weights --arch efficientnet_lite0 --out .gpu/lite0_imagenet.pth
+#   python -m training.pack weights --arch efficientnet_lite2 --out .gpu/lite2_imagenet.pth
+# then run there: `bash training/gpu_recipe.sh` with carry [".gpu"]. Each stage has a time budget (seconds,
+# TIME_BUDGET_TEACHERS / TIME_BUDGET_STUDENTS) from which fer-train picks its epochs; the students' checkpoints
+# and the teachers' (fp16) come back whatever happens to a later stage.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-runs/gpu}"
+RUN=/tmp/recipe
+mkdir -p "$OUT" "$RUN"
+export PYTHONUNBUFFERED=1
+nvidia-smi -L || true
+"${PYTHON:-python3}" -c "import torch, timm, cv2; print('torch', torch.__version__, 'timm', timm.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())"
+PY="${PYTHON:-python3}"
+settings=(DEVICE="${DEVICE:-cuda}" WORKERS="${WORKERS:-7}" PARALLEL=1 PYTHON="$PY" LITE0_WEIGHTS=.gpu/lite0_imagenet.pth
+          LITE2_WEIGHTS=.gpu/lite2_imagenet.pth EPOCHS_TEACHERS="${EPOCHS_TEACHERS:-40}"
+          EPOCHS_LITE0="${EPOCHS_LITE0:-80}" EPOCHS_MNV3="${EPOCHS_MNV3:-200}"
+          TIME_BUDGET_TEACHERS="${TIME_BUDGET_TEACHERS:-190}" TIME_BUDGET_STUDENTS="${TIME_BUDGET_STUDENTS:-220}")
+back() {  # copy what exists so far into $OUT
+    for run in teacher_lite2_192 teacher_lite2_128; do
+        [[ -f "$RUN/$run/best.pth" && ! -f "$OUT/$run.fp16.pth" ]] && "$PY" -m training.pack half "$RUN/$run/best.pth" "$OUT/$run.fp16.pth"
+    done
+    for run in student_lite0_96 student_mnv3_72; do
+        [[ -f "$RUN/$run/best.pth" ]] && cp "$RUN/$run/best.pth" "$OUT/$run.pth"
+    done
+    tar czf "$OUT/logs.tgz" -C "$RUN" --exclude='*.pth' --exclude='*.tmp' .
+}
+trap back EXIT
+env "${settings[@]}" STAGES=teachers timeout "${TEACHERS_TIMEOUT:-250}" bash training/recipe.sh .gpu/ferplus.npz "$RUN"
+back
+env "${settings[@]}" STAGES=students timeout "${STUDENTS_TIMEOUT:-290}" bash training/recipe.sh .gpu/ferplus.npz "$RUN"
