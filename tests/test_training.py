@@ -424,10 +424,10 @@ def test_packed_imagenet_weights_and_half_checkpoints_load_like_the_originals(ti
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU that torch can use")
-def test_training_on_a_gpu_writes_a_checkpoint_that_loads_on_the_cpu(tiny_checkpoint, tmp_path):
+def test_training_on_a_gpu_writes_a_checkpoint_that_loads_on_the_cpu(tmp_path):
     data = write_class_folder(tmp_path / "data", per_class=4)
     assert train_main(["--data", f"folder:{data}", "--epochs", "1", "--batch-size", "8", "--max-steps", "2",
-                       "--workers", "0", "--mixup", "0.2", "--device", "cuda", "--teacher", str(tiny_checkpoint),
+                       "--workers", "0", "--mixup", "0.2", "--device", "cuda", "--teacher", str(SHIPPED_PTH),
                        "--out", str(tmp_path / "gpu")]) == 0
     model = model_from_checkpoint(load_checkpoint(tmp_path / "gpu" / "best.pth"))
     assert next(model.parameters()).device.type == "cpu"

@@ -19,7 +19,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -109,12 +108,6 @@ def mixup(images: torch.Tensor, targets: torch.Tensor, alpha: float) -> tuple[to
     lam = float(np.random.beta(alpha, alpha))
     other = torch.randperm(len(images), device=images.device)
     return lam * images + (1 - lam) * images[other], lam * targets + (1 - lam) * targets[other]
-
-
-def loading_worker_init(_: int) -> None:
-    """One OpenCV thread per data-loading process: the processes are the parallelism (on a 16-core GPU
-    machine, OpenCV's own threads in every process would oversubscribe the cores)."""
-    cv2.setNumThreads(1)
 
 
 def learning_rate(args: argparse.Namespace, step: int, steps_per_epoch: int) -> float:
@@ -279,7 +272,6 @@ def main(argv: list[str] | None = None) -> int:
     sampler = DistributedSampler(train_set, seed=args.seed) if distributed else None
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
                               num_workers=args.workers, drop_last=True, persistent_workers=args.workers > 0,
-                              worker_init_fn=loading_worker_init,
                               pin_memory=device.type == "cuda")
     valid_loader = DataLoader(_WithHardLabels(valid_set), batch_size=256, num_workers=0)
 
