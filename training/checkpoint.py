@@ -24,22 +24,26 @@ class CheckpointError(ValueError):
 
 
 def git_commit(cwd: str | os.PathLike | None = None) -> str:
-    """The current commit of the source tree; outside a git checkout (a copy of the tree sent to a GPU machine)
-    $FER_EDGE_COMMIT, else 'unknown'."""
+    """The commit of the source tree: $FER_EDGE_COMMIT when set (a copy of the tree sent to a GPU machine, whose
+    own git may name another commit), else git's HEAD, else 'unknown'."""
+    if os.environ.get("FER_EDGE_COMMIT"):
+        return os.environ["FER_EDGE_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                              cwd=cwd or Path(__file__).resolve().parent, timeout=10)
         commit = out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
-    return commit or os.environ.get("FER_EDGE_COMMIT", "unknown")
+    return commit or "unknown"
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict, **extra) -> None:
-    """Write atomically (a crash mid-write never leaves a truncated checkpoint)."""
+    """Write atomically (a crash mid-write never leaves a truncated checkpoint); the weights on the CPU, so that
+    a checkpoint trained on a GPU loads anywhere, also with a plain `torch.load`."""
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"model": model.state_dict(), "meta": meta, **extra}, tmp)
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"model": weights, "meta": meta, **extra}, tmp)
     os.replace(tmp, path)
 
 

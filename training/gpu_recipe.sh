@@ -4,9 +4,13 @@
 #   python -m training.pack data --out .gpu/ferplus.npz            # FER+ train + valid, ~20 MiB
 #   python -m training.pack weights --arch efficientnet_lite0 --out .gpu/lite0_imagenet.pth
 #   python -m training.pack weights --arch efficientnet_lite2 --out .gpu/lite2_imagenet.pth
-# then run there: `bash training/gpu_recipe.sh` with carry [".gpu"]. Each stage has a time budget (seconds,
-# TIME_BUDGET_TEACHERS / TIME_BUDGET_STUDENTS) from which fer-train picks its epochs; the students' checkpoints
-# and the teachers' (fp16) come back whatever happens to a later stage.
+# then run there, in one call of at most 600 s with carry [".gpu"]:
+#   FER_EDGE_COMMIT=<this commit> bash training/gpu_recipe.sh      # the device's own git may name another commit
+# Each stage has a time budget (seconds, TIME_BUDGET_TEACHERS / TIME_BUDGET_STUDENTS) from which fer-train picks its
+# epochs, and a hard timeout; the students' checkpoints and the teachers' (fp16) come back whatever happens to a later
+# stage. Seen on a lent H200 (session 12, two trainings at once, 7 loading processes each, batch 128): a Lite2
+# teacher at 128 or 192 px ran about 20 steps/s (about 13 s per epoch with validation), the first epoch 80-100 s
+# (start-up); the machine started in about 40 s.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-runs/gpu}"
@@ -19,7 +23,7 @@ PY="${PYTHON:-python3}"
 settings=(DEVICE="${DEVICE:-cuda}" WORKERS="${WORKERS:-7}" PARALLEL=1 PYTHON="$PY" LITE0_WEIGHTS=.gpu/lite0_imagenet.pth
           LITE2_WEIGHTS=.gpu/lite2_imagenet.pth EPOCHS_TEACHERS="${EPOCHS_TEACHERS:-40}"
           EPOCHS_LITE0="${EPOCHS_LITE0:-80}" EPOCHS_MNV3="${EPOCHS_MNV3:-200}"
-          TIME_BUDGET_TEACHERS="${TIME_BUDGET_TEACHERS:-190}" TIME_BUDGET_STUDENTS="${TIME_BUDGET_STUDENTS:-220}")
+          TIME_BUDGET_TEACHERS="${TIME_BUDGET_TEACHERS:-290}" TIME_BUDGET_STUDENTS="${TIME_BUDGET_STUDENTS:-190}")
 back() {  # copy what exists so far into $OUT
     for run in teacher_lite2_192 teacher_lite2_128; do
         [[ -f "$RUN/$run/best.pth" && ! -f "$OUT/$run.fp16.pth" ]] && "$PY" -m training.pack half "$RUN/$run/best.pth" "$OUT/$run.fp16.pth"
@@ -30,6 +34,6 @@ back() {  # copy what exists so far into $OUT
     tar czf "$OUT/logs.tgz" -C "$RUN" --exclude='*.pth' --exclude='*.tmp' .
 }
 trap back EXIT
-env "${settings[@]}" STAGES=teachers timeout "${TEACHERS_TIMEOUT:-250}" bash training/recipe.sh .gpu/ferplus.npz "$RUN"
+env "${settings[@]}" STAGES=teachers timeout "${TEACHERS_TIMEOUT:-330}" bash training/recipe.sh .gpu/ferplus.npz "$RUN"
 back
-env "${settings[@]}" STAGES=students timeout "${STUDENTS_TIMEOUT:-290}" bash training/recipe.sh .gpu/ferplus.npz "$RUN"
+env "${settings[@]}" STAGES=students timeout "${STUDENTS_TIMEOUT:-230}" bash training/recipe.sh .gpu/ferplus.npz "$RUN"

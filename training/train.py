@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -136,11 +137,20 @@ def train_step(net, teacher, optimizer, criterion, images: torch.Tensor, targets
     return loss.detach()
 
 
+def epochs_within_budget(budget: float, first_epoch: float, next_epochs: float, max_epochs: int) -> int:
+    """How many epochs fit in `budget` seconds: the first one took `first_epoch` (start-up and, on a GPU,
+    cuDNN's kernel search included), each later one is expected to take `next_epochs`; 1 to `max_epochs`."""
+    return max(1, min(max_epochs, 1 + int(max(0.0, budget - first_epoch) // max(next_epochs, 1e-9))))
+
+
 def train_one_epoch(net, model, ema, teacher, optimizer, criterion, loader, args, epoch: int,
-                    steps_per_epoch: int, show_progress: bool, device: torch.device) -> tuple[float, float]:
+                    steps_per_epoch: int, show_progress: bool,
+                    device: torch.device) -> tuple[float, float, float | None]:
     """One pass over the training data (mixup and distillation applied per batch); returns
-    (mean training loss, last learning rate)."""
+    (mean training loss, last learning rate, seconds per step after the first 20 steps, or None when
+    there were too few to tell)."""
     net.train()
+    warm, warm_at, step = min(20, steps_per_epoch // 2), None, -1
     loss_sum, seen, lr = torch.zeros((), device=device), 0, args.lr
     bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not show_progress)
     for step, (images, targets) in enumerate(bar):
@@ -154,9 +164,13 @@ def train_one_epoch(net, model, ema, teacher, optimizer, criterion, loader, args
         if ema is not None:
             ema.update_parameters(model)
         loss_sum, seen = loss_sum + loss * len(images), seen + len(images)
-        if step % 20 == 0:  # reading the loss waits for the device: not every step
+        if step % 20 == 0 or step == warm:  # reading the loss waits for the device: not every step
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", lr=f"{lr:.2e}")
-    return loss_sum.item() / max(1, seen), lr
+            if step == warm:
+                warm_at = time.time()
+    mean_loss = loss_sum.item() / max(1, seen)
+    steps_after = min(steps_per_epoch, step + 1) - warm - 1
+    return mean_loss, lr, (time.time() - warm_at) / steps_after if warm_at and steps_after > 0 else None
 
 
 @torch.no_grad()
@@ -270,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     valid_set.transform = ModelInput(args.input_size, args.channels, mean, std, train=False)
 
     sampler = DistributedSampler(train_set, seed=args.seed) if distributed else None
+    if args.workers:
+        # One OpenCV thread per loading process (the processes are the parallelism: 16 cores, 14 processes of 16
+        # threads each would oversubscribe them); set here, before they fork: set inside one it deadlocks.
+        cv2.setNumThreads(1)
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
                               num_workers=args.workers, drop_last=True, persistent_workers=args.workers > 0,
                               pin_memory=device.type == "cuda")
@@ -335,8 +353,9 @@ def main(argv: list[str] | None = None) -> int:
             if sampler is not None:
                 sampler.set_epoch(epoch)
             started = time.time()
-            train_loss, lr = train_one_epoch(net, model, ema, teacher, optimizer, criterion, train_loader, args,
-                                             epoch, steps_per_epoch, is_main, device)
+            train_loss, lr, step_seconds = train_one_epoch(net, model, ema, teacher, optimizer, criterion,
+                                                           train_loader, args, epoch, steps_per_epoch, is_main, device)
+            trained = time.time()
             if not is_main:
                 continue
             scored = ema.module if ema is not None else model
@@ -346,8 +365,9 @@ def main(argv: list[str] | None = None) -> int:
                 update_bn(itertools.islice(train_loader, BN_BATCHES), scored, device=device)
             valid_loss, acc, acc_flip = evaluate(scored, valid_loader, criterion, device)
             if args.time_budget and epoch == start_epoch and not args.resume:
-                fit = int(args.time_budget // (time.time() - began))
-                args.epochs = meta["epochs"] = max(1, min(args.epochs, fit))
+                first = time.time() - began
+                later = first if step_seconds is None else step_seconds * steps_per_epoch + time.time() - trained
+                args.epochs = meta["epochs"] = epochs_within_budget(args.time_budget, first, later, args.epochs)
                 print(f"time budget {args.time_budget:.0f} s: training {args.epochs} epochs", flush=True)
             row = EpochMetrics(epoch + 1, lr, train_loss, valid_loss, acc, acc_flip, time.time() - started)
             append_metrics(out / "metrics.csv", row)
