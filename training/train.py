@@ -152,22 +152,25 @@ def train_one_epoch(net, model, ema, teacher, optimizer, criterion, loader, args
     net.train()
     warm, warm_at, step = min(20, steps_per_epoch // 2), None, -1
     loss_sum, seen, lr = torch.zeros((), device=device), 0, args.lr
-    bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not show_progress)
-    for step, (images, targets) in enumerate(bar):
-        if step >= steps_per_epoch:
-            break
-        lr = learning_rate(args, epoch * steps_per_epoch + step, steps_per_epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        loss = train_step(net, teacher, optimizer, criterion, images, targets, args.mixup, args.distill_weight)
-        if ema is not None:
-            ema.update_parameters(model)
-        loss_sum, seen = loss_sum + loss * len(images), seen + len(images)
-        if step % 20 == 0 or step == warm:  # reading the loss waits for the device: not every step
-            bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", lr=f"{lr:.2e}")
-            if step == warm:
-                warm_at = time.time()
+    # Closed here, not by the garbage collector: Ctrl-C landing in a collected bar's __del__ would be swallowed
+    # with a traceback.
+    with tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}",
+              disable=not show_progress) as bar:
+        for step, (images, targets) in enumerate(bar):
+            if step >= steps_per_epoch:
+                break
+            lr = learning_rate(args, epoch * steps_per_epoch + step, steps_per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            loss = train_step(net, teacher, optimizer, criterion, images, targets, args.mixup, args.distill_weight)
+            if ema is not None:
+                ema.update_parameters(model)
+            loss_sum, seen = loss_sum + loss * len(images), seen + len(images)
+            if step % 20 == 0 or step == warm:  # reading the loss waits for the device: not every step
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", lr=f"{lr:.2e}")
+                if step == warm:
+                    warm_at = time.time()
     mean_loss = loss_sum.item() / max(1, seen)
     steps_after = min(steps_per_epoch, step + 1) - warm - 1
     return mean_loss, lr, (time.time() - warm_at) / steps_after if warm_at and steps_after > 0 else None
