@@ -9,7 +9,7 @@ import pytest
 
 from benchmarks.fps import recall
 
-from .conftest import ROOT, SHIPPED_PTH, require_torch
+from .conftest import ROOT, SHIPPED_PTH, require_torch, write_class_folder
 
 
 def _bench(*args, timeout=300):
@@ -130,3 +130,24 @@ def test_train_speed_times_fresh_architectures(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "benchmarks.train_speed", "--arch", "resnet50:96"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "expected ARCH:SIZE" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_train_speed_times_data_loading_per_size_and_process_count(tmp_path):
+    require_torch()
+    data = write_class_folder(tmp_path / "data", per_class=10)
+    out = tmp_path / "loading.json"
+    done = subprocess.run([sys.executable, "-m", "benchmarks.train_speed", "--arch", "mobilenet_v3_small:48",
+                           "--data", f"folder:{data}", "--workers", "0", "2", "--batch-size", "4", "--steps", "2",
+                           "--warmup", "0", "--threads", "1", "--json", out],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
+    for size in (48, 72):  # the timed network's and the student's input sizes
+        for workers in (0, 2):
+            row = rows[f"data loading at {size} px, {workers} processes (batch 4)"]
+            assert 0 < row["min_s"] <= row["median_s"] < 30
+    for bad_args, message in [(["--data", f"folder:{tmp_path / 'none'}"], "image folder not found"),
+                              (["--workers", "-1"], "--workers at least 0")]:
+        bad = subprocess.run([sys.executable, "-m", "benchmarks.train_speed", *bad_args, "--steps", "1"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr

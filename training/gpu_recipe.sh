@@ -13,7 +13,8 @@
 # (start-up); the machine started in about 40 s. Neither the 128 px teacher (no faster than the 192 px one) nor the
 # student (two teachers' forward passes on top) was slower, so the steps were bound by something other than the
 # GPU's arithmetic: per-step overhead, the loading processes, or the two processes time-sharing the GPU. Fewer,
-# larger steps (BATCH 256 here, 128 in the CPU recipe) address the first; measure before more.
+# larger steps (BATCH 256 here, 128 in the CPU recipe) address the first; PROBE=1 first times (about a minute) a Lite2
+# step at 192 px and the data loading with 7 and 14 processes (benchmarks/train_speed.py) to tell the others apart.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-runs/gpu}"
@@ -37,6 +38,11 @@ back() {  # copy what exists so far into $OUT
     tar czf "$OUT/logs.tgz" -C "$RUN" --exclude='*.pth' --exclude='*.tmp' .
 }
 trap back EXIT
+if [[ "${PROBE:-}" == 1 ]]; then
+    timeout 90 "$PY" -m benchmarks.train_speed --device "${DEVICE:-cuda}" --arch efficientnet_lite2:192 \
+        --batch-size "${BATCH:-256}" --data ferplus:.gpu/ferplus.npz --workers 7 14 --steps 3 --json "$OUT/probe.json" \
+        2>/dev/null
+fi
 env "${settings[@]}" STAGES=teachers timeout "${TEACHERS_TIMEOUT:-330}" bash training/recipe.sh .gpu/ferplus.npz "$RUN"
 back
 env "${settings[@]}" STAGES=students timeout "${STUDENTS_TIMEOUT:-230}" bash training/recipe.sh .gpu/ferplus.npz "$RUN"
