@@ -82,8 +82,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="data-loading processes")
     p.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N for an NVIDIA GPU (one process)")
     p.add_argument("--time-budget", type=float, default=0, metavar="SECONDS",
-                   help="train only as many of --epochs as fit in this time, decided from the first epoch's "
-                        "duration (the warm-up epoch, so the schedule stays one cosine); the checkpoint records them")
+                   help="train only as many of --epochs as fit in this time, decided after the first (warm-up) "
+                        "epoch, so the schedule stays one cosine: its start-up counted once, later epochs timed from "
+                        "its steps after the 20th; the checkpoint records the number")
     p.add_argument("--max-steps", type=int, default=0, help="stop each epoch after this many steps (smoke tests)")
     p.add_argument("--out", default="runs/train")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
