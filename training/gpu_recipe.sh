@@ -14,7 +14,8 @@
 # student (two teachers' forward passes on top) was slower, so the steps were bound by something other than the
 # GPU's arithmetic: per-step overhead, the loading processes, or the two processes time-sharing the GPU. Fewer,
 # larger steps (BATCH 256 here, 128 in the CPU recipe) address the first; PROBE=1 first times (about a minute) a Lite2
-# step at 192 px and the data loading with 7 and 14 processes (benchmarks/train_speed.py) to tell the others apart.
+# step at 192 px and the data loading with 7 and 14 processes (benchmarks/train_speed.py) to tell the others apart
+# (up to 90 s more: lower TEACHERS_TIMEOUT and TIME_BUDGET_TEACHERS by as much to stay within one 600 s call).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-runs/gpu}"
