@@ -37,7 +37,10 @@ def pack_ferplus(root: str | Path, out: str | Path, splits: list[str], quality: 
         if not (folder / "label.csv").is_file():
             raise DatasetError(f"FER+ label file not found: {folder / 'label.csv'}")
         with open(folder / "label.csv", newline="") as f:
-            rows = [r for r in csv.reader(f) if len(r) == 12]
+            rows = list(csv.reader(f))
+        for row in rows:
+            if len(row) != 12:  # as the folder's loader: a malformed row is an error, not a silent gap
+                raise DatasetError(f"{folder / 'label.csv'}: expected 12 columns, got {len(row)} in {row[:2]}")
         faces = np.zeros((len(rows), FACE, FACE), np.uint8)
         for i, row in enumerate(rows):
             image = cv2.imread(str(folder / row[0]), cv2.IMREAD_GRAYSCALE)
