@@ -114,6 +114,17 @@ FERPLUS_COLUMNS = ["Neutral", "Happiness", "Surprise", "Sadness", "Anger", "Disg
 FERPLUS_FOLDERS = {"train": "FER2013Train", "valid": "FER2013Valid", "test": "FER2013Test"}
 
 
+def ferplus_label_rows(folder: Path) -> list[list[str]]:
+    """The rows of a FER+ split folder's label.csv (file name, box, ten vote counts), checked."""
+    label_csv = _require(folder / "label.csv", "FER+ label file")
+    with open(label_csv, newline="") as f:
+        rows = list(csv.reader(f))
+    for row in rows:
+        if len(row) != 12:
+            raise DatasetError(f"{label_csv}: expected 12 columns, got {len(row)} in {row[:2]}")
+    return rows
+
+
 def load_ferplus(root: str | os.PathLike, split: str, labels: list[str]) -> FaceDataset:
     """FER+ official layout, or a pack of it (`python -m training.pack data`, a `.npz` file). Soft targets =
     votes over the table's classes; hard label = the majority of all ten vote columns (first wins a tie), rows
@@ -126,12 +137,7 @@ def load_ferplus(root: str | os.PathLike, split: str, labels: list[str]) -> Face
         read = lambda i: faces[i]  # noqa: E731
     else:
         folder = Path(root) / FERPLUS_FOLDERS[split]
-        label_csv = _require(folder / "label.csv", "FER+ label file")
-        with open(label_csv, newline="") as f:
-            rows = list(csv.reader(f))
-        for row in rows:
-            if len(row) != 12:
-                raise DatasetError(f"{label_csv}: expected 12 columns, got {len(row)} in {row[:2]}")
+        rows = ferplus_label_rows(folder)
         votes = np.array([row[2:] for row in rows], dtype=np.float32)
         read = lambda i: cv2.imread(str(folder / rows[i][0]), cv2.IMREAD_GRAYSCALE)  # noqa: E731
     mapping = np.array(index_map(FERPLUS_COLUMNS, labels))

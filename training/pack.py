@@ -14,7 +14,6 @@ state dict renamed onto timm's keys, without the 1000-class head, in half precis
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -28,19 +27,13 @@ FACE = 48
 def pack_ferplus(root: str | Path, out: str | Path, splits: list[str], quality: int = 85) -> tuple[int, float]:
     """Write the FER+ `splits` to `out` (npz); returns the bytes written and the faces' mean absolute error after
     compression (grey levels)."""
-    from .datasets import FERPLUS_FOLDERS, DatasetError
+    from .datasets import FERPLUS_FOLDERS, DatasetError, ferplus_label_rows
 
     arrays: dict[str, np.ndarray] = {}
     error_sum, pixels = 0.0, 0
     for split in splits:
         folder = Path(root) / FERPLUS_FOLDERS[split]
-        if not (folder / "label.csv").is_file():
-            raise DatasetError(f"FER+ label file not found: {folder / 'label.csv'}")
-        with open(folder / "label.csv", newline="") as f:
-            rows = list(csv.reader(f))
-        for row in rows:
-            if len(row) != 12:  # as the folder's loader: a malformed row is an error, not a silent gap
-                raise DatasetError(f"{folder / 'label.csv'}: expected 12 columns, got {len(row)} in {row[:2]}")
+        rows = ferplus_label_rows(folder)
         faces = np.zeros((len(rows), FACE, FACE), np.uint8)
         for i, row in enumerate(rows):
             image = cv2.imread(str(folder / row[0]), cv2.IMREAD_GRAYSCALE)
@@ -99,27 +92,27 @@ def pack_imagenet_weights(arch: str, out: str | Path) -> int:
 
     own = build_model(arch, 1000, 3, 2).state_dict()
     state = _renamed_in_order(torch.load(imagenet_weights(arch), map_location="cpu", weights_only=True), own)
-    state = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items() if not k.startswith("classifier.")}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(out)
-    return out.stat().st_size
+    return _save_half({k: v for k, v in state.items() if not k.startswith("classifier.")}, out)
 
 
 def half_checkpoint(path: str | Path, out: str | Path) -> int:
     """A copy of a training checkpoint (weights and metadata only) with its floating-point weights in fp16."""
-    import torch
-
     from .checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
-    state = {k: (v.half() if v.is_floating_point() else v) for k, v in ckpt["model"].items()}
+    return _save_half(ckpt["model"], out, meta=ckpt["meta"])
+
+
+def _save_half(state: dict, out: str | Path, **extra) -> int:
+    """Write `state` with its floating-point tensors in fp16 (under "model" when `extra` is given), atomically;
+    returns the bytes written."""
+    import torch
+
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    torch.save({"model": state, "meta": ckpt["meta"]}, tmp)
+    torch.save({"model": state, **extra} if extra else state, tmp)
     tmp.replace(out)
     return out.stat().st_size
 
