@@ -1,7 +1,7 @@
 """Measured speed of training on this machine: a training step with and without distillation, and the
 distillation teachers' forward pass in torch and in onnxruntime.
 
-    python -m benchmarks.train_speed --student ckpt/ferplus_mobilenetv3_small.pth \\
+    python -m benchmarks.train_speed --student ckpt/ferplus_mobilenetv3_large075_72px.pth \\
         --teacher runs/teacher_w100_72/best.pth --steps 12
     python -m benchmarks.train_speed --arch efficientnet_lite0:96 efficientnet_lite2:128 --steps 5
 

@@ -1,7 +1,7 @@
 """Export a training checkpoint to the ONNX model the runtime runs.
 
-    python -m export.to_onnx --checkpoint ckpt/ferplus_mobilenetv3_small.pth \
-        --output ckpt/ferplus_mobilenetv3_small.onnx --int8 --calib ferplus:../shared/datasets/ferplus \
+    python -m export.to_onnx --checkpoint ckpt/ferplus_mobilenetv3_large075_72px.pth \
+        --output ckpt/ferplus_mobilenetv3_large075_72px.onnx --int8 --calib ferplus:../shared/datasets/ferplus \
         --metrics runs/eval_test/metrics.json
 
 The graph takes `input` float32 [N, C, H, W] (dynamic N) and returns `logits` [N, classes]; labels

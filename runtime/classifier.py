@@ -17,7 +17,7 @@ from .image import preprocess
 from .metadata import ModelError, ModelMetadata
 from .pipeline import FramePipeline
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "ckpt" / "ferplus_mobilenetv3_small.onnx"
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "ckpt" / "ferplus_mobilenetv3_large075_72px.onnx"
 # the shipped variants by name, usable from any working directory (`--model int8`)
 SHIPPED_MODELS = {"fp32": DEFAULT_MODEL, "int8": DEFAULT_MODEL.with_name(DEFAULT_MODEL.stem + ".int8.onnx")}
 

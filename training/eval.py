@@ -1,6 +1,6 @@
 """Evaluate a checkpoint (.pth) or an exported model (.onnx) on a data set split.
 
-    python -m training.eval --model ckpt/ferplus_mobilenetv3_small.pth --data ferplus:../shared/datasets/ferplus
+    python -m training.eval --model ckpt/ferplus_mobilenetv3_large075_72px.pth --data ferplus:../shared/datasets/ferplus
 
 Prints one line per class (`Surprise: precision:0.71 recall:0.69 (10.7%, 329)`), the average,
 accuracy and macro F1; writes `confusion_matrix.png` and `metrics.json` to --out.
