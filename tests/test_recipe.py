@@ -60,13 +60,14 @@ def test_recipe_trains_teachers_and_base_then_distils_the_students_from_the_teac
         assert (pretrained in command) if pretrained else "--pretrained" not in command  # MobileNetV3 from scratch
         assert (teachers in command and "--distill-weight 0.7" in command) == run.startswith("student")
         assert "best validation accuracy" in (out / f"{run}.log").read_text()
-    # RESUME=1 continues what has a last.pth and leaves a finished training as it is
+    # RESUME=1 continues what has a last.pth (its log appended) and leaves a finished training as it is
     base = out / "base_lite0_96" / "best.pth"
     before = base.stat().st_mtime_ns
     again = subprocess.run(["bash", "training/recipe.sh", str(pack), str(out)], cwd=ROOT, timeout=600,
                            env={**env, "STAGES": "base", "RESUME": "1"}, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-2000:]
     assert base.stat().st_mtime_ns == before and "base_lite0_96: best validation accuracy" in again.stdout
+    assert (out / "base_lite0_96.log").read_text().count("best validation accuracy") == 2  # the log goes on
 
 
 def test_recipe_refuses_an_empty_teacher_list_in_one_line(tmp_path):

@@ -43,10 +43,11 @@ train() {  # NAME BUDGET ARGS...: one fer-train run into OUT/NAME, its output in
     local name=$1 budget=$2 resume=()
     shift 2
     [[ -n "${RESUME:-}" && -f "$OUT/$name/last.pth" ]] && resume=(--resume)
+    (( ${#resume[@]} )) || : > "$OUT/$name.log"  # a resumed training's log goes on after its earlier part
     echo "== $name: training (log: $OUT/$name.log)"
     "$PY" -m training.train --data "$DATA" --device "$DEVICE" --workers "$WORKERS" --out "$OUT/$name" \
         --recipe "make model" ${budget:+--time-budget "$budget"} "${resume[@]}" "$@" ${TRAIN_ARGS:-} \
-        > "$OUT/$name.log" 2>&1 \
+        >> "$OUT/$name.log" 2>&1 \
         || { echo "recipe: $name failed; the end of $OUT/$name.log:" >&2; tail -5 "$OUT/$name.log" >&2; return 1; }
     grep -E "^(time budget|best validation)" "$OUT/$name.log" | sed "s/^/   $name: /"
 }
