@@ -2,7 +2,9 @@
 
 Every loader yields `FaceDataset`s: images as uint8 arrays (gray HxW or BGR HxWx3), a soft target
 vector per image (a vote distribution, or one-hot), and the hard label used for evaluation.
-`load_dataset("ferplus:PATH", "train", labels)` picks the loader from the spec's prefix.
+`load_dataset("ferplus:PATH", "train", labels)` picks the loader from the spec's prefix. Reading needs no torch
+(the checks on emulated CPUs read FER2013Test in the runtime-only environment); a FaceDataset is a map-style
+data set for torch's DataLoader.
 """
 from __future__ import annotations
 
@@ -13,8 +15,6 @@ from typing import Callable, Sequence
 
 import cv2
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from .labels import canonical_label, index_map
@@ -28,7 +28,7 @@ class DatasetError(ValueError):
     """A data set that cannot be read; the message says what is wrong and where."""
 
 
-class FaceDataset(Dataset):
+class FaceDataset:
     """Images (or lazy references to them), soft targets and hard labels for one split."""
 
     def __init__(self, items: Sequence, targets: np.ndarray, hard_labels: np.ndarray,
@@ -44,6 +44,8 @@ class FaceDataset(Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int):
+        import torch
+
         image = self.read(self.items[i])
         if self.transform is not None:
             image = self.transform(image)
