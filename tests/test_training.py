@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -114,6 +115,22 @@ def test_ctrl_c_stops_training_with_a_resumable_checkpoint_and_no_traceback(tmp_
     assert finished >= 1 and len(_losses(out)) in (finished, finished + 1)  # metrics.csv is written first
     assert stderr.strip().splitlines()[-1] == (
         f"fer-train: interrupted; {out / 'last.pth'} holds epoch {finished}; add --resume to continue")
+
+
+def test_ctrl_c_is_a_request_checked_at_the_next_boundary_and_a_second_one_stops_at_once():
+    from training.train import StopOnCtrlC
+
+    before = signal.getsignal(signal.SIGINT)
+    with StopOnCtrlC() as stop:
+        stop.check()  # nothing asked yet
+        os.kill(os.getpid(), signal.SIGINT)  # lands anywhere: only noted
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):
+            stop.check()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)  # the second one interrupts where it lands
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_bad_data_is_a_one_line_error(tmp_path):

@@ -14,6 +14,7 @@ import itertools
 import math
 import os
 import shlex
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -30,6 +31,7 @@ from tqdm import tqdm
 
 from runtime.metadata import ModelMetadata
 
+from . import qat
 from .checkpoint import CheckpointError, git_commit, load_checkpoint, save_checkpoint
 from .datasets import DatasetError, load_dataset
 from .distill import Teacher, distilled_targets
@@ -79,6 +81,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="distil from these trained checkpoints (their averaged, flip-averaged probabilities)")
     p.add_argument("--distill-weight", type=float, default=0.5,
                    help="weight of the teacher's probabilities in the training targets (with --teacher)")
+    p.add_argument("--qat", action="store_true",
+                   help="quantization-aware fine-tuning of the --pretrained checkpoint for the INT8 export "
+                        "(training.qat: BatchNorm folded and frozen, weights and activations rounded as onnxruntime "
+                        "will); turns EMA off")
     p.add_argument("--workers", type=int, default=1, help="data-loading processes")
     p.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N for an NVIDIA GPU (one process)")
     p.add_argument("--time-budget", type=float, default=0, metavar="SECONDS",
@@ -91,6 +97,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--recipe", help="the name of the recipe that runs this training (kept in the checkpoint)")
     return p.parse_args(argv)
+
+
+class StopOnCtrlC:
+    """Ctrl-C (SIGINT) asks training to stop at the next batch or epoch boundary (`check()` raises KeyboardInterrupt
+    there) rather than wherever it lands: one raised inside a `__del__`, a callback or plotting can be swallowed,
+    and the stop lost. A second Ctrl-C interrupts at once."""
+
+    def __enter__(self) -> "StopOnCtrlC":
+        self.requested = False
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+
+def _ignore_ctrl_c(worker_id: int) -> None:
+    """Data-loading processes leave Ctrl-C to the main one (one that dies of it breaks the next batch)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def ema_average(decay: float):
@@ -145,10 +179,10 @@ def epochs_within_budget(budget: float, first_epoch: float, next_epochs: float, 
 
 
 def train_one_epoch(net, model, ema, teacher, optimizer, criterion, loader, args, epoch: int,
-                    steps_per_epoch: int, show_progress: bool,
-                    device: torch.device) -> tuple[float, float, float | None]:
-    """One pass over the training data (mixup and distillation applied per batch); returns
-    (mean training loss, last learning rate, seconds per step after the first 20 steps, or None when
+                    steps_per_epoch: int, show_progress: bool, device: torch.device,
+                    stop: StopOnCtrlC | None = None) -> tuple[float, float, float | None]:
+    """One pass over the training data (mixup and distillation applied per batch, `stop` checked after each);
+    returns (mean training loss, last learning rate, seconds per step after the first 20 steps, or None when
     there were too few to tell)."""
     net.train()
     warm, warm_at, step = min(20, steps_per_epoch // 2), None, -1
@@ -168,6 +202,8 @@ def train_one_epoch(net, model, ema, teacher, optimizer, criterion, loader, args
             if ema is not None:
                 ema.update_parameters(model)
             loss_sum, seen = loss_sum + loss * len(images), seen + len(images)
+            if stop is not None:
+                stop.check()
             if step % 20 == 0 or step == warm:  # reading the loss waits for the device: not every step
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", lr=f"{lr:.2e}")
                 if step == warm:
@@ -249,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.distill_weight <= 1:
         print(f"fer-train: error: --distill-weight must be between 0 and 1, got {args.distill_weight}", file=sys.stderr)
         return 2
+    if args.qat and not args.pretrained:
+        print("fer-train: error: --qat fine-tunes a trained model: give it with --pretrained CHECKPOINT",
+              file=sys.stderr)
+        return 2
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     try:
         device = torch.device(args.device)
@@ -294,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         cv2.setNumThreads(1)
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
                               num_workers=args.workers, drop_last=True, persistent_workers=args.workers > 0,
-                              pin_memory=device.type == "cuda")
+                              pin_memory=device.type == "cuda", worker_init_fn=_ignore_ctrl_c if args.workers else None)
     valid_loader = DataLoader(_WithHardLabels(valid_set), batch_size=256, num_workers=0)
 
     model = build_model(args.arch, len(labels), args.channels, args.stem_stride, args.dropout, args.width_mult)
@@ -309,13 +349,16 @@ def main(argv: list[str] | None = None) -> int:
         if is_main:
             print(f"initialised from {args.pretrained}; {len(skipped)} tensors left as initialised")
     params, mflops = count_parameters(model), round(count_mflops(model, args.channels, args.input_size), 2)
+    if args.qat:
+        qat.prepare(model)
     model = model.to(device)
     try:
         teacher = Teacher(args.teacher, labels, args.channels, mean, std, device) if args.teacher else None
     except CheckpointError as exc:
         print(f"fer-train: error: {exc}", file=sys.stderr)
         return 2
-    ema = AveragedModel(model, multi_avg_fn=ema_average(args.ema_decay)) if args.ema_decay else None
+    use_ema = args.ema_decay and not args.qat  # averaged weights would need BatchNorm statistics QAT has frozen
+    ema = AveragedModel(model, multi_avg_fn=ema_average(args.ema_decay)) if use_ema else None
     net = DistributedDataParallel(model) if distributed else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     criterion = SoftTargetLoss(args.label_smoothing, args.focal_gamma)
@@ -323,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = ModelMetadata(
         labels=labels, input_size=args.input_size, channels=args.channels, mean=mean, std=std, arch=args.arch,
         dataset=args.data.split(":", 1)[0], source_commit=git_commit(),
-        extra={"stem_stride": args.stem_stride, "width_mult": args.width_mult, "recipe": args.recipe,
+        extra={"stem_stride": args.stem_stride, "width_mult": args.width_mult, "recipe": args.recipe, "qat": args.qat,
                "train_command": shlex.join(["python", "-m", "training.train", *(argv or sys.argv[1:])]),
                "params": params, "mflops": mflops}).to_dict()
     start_epoch, best_acc = 0, -1.0
@@ -351,40 +394,44 @@ def main(argv: list[str] | None = None) -> int:
     meta["epochs"] = args.epochs
     began = time.time()
     try:
-        for epoch in itertools.count(start_epoch):
-            if epoch >= args.epochs:  # --time-budget may lower it after the first epoch
-                break
-            if sampler is not None:
-                sampler.set_epoch(epoch)
-            started = time.time()
-            train_loss, lr, step_seconds = train_one_epoch(net, model, ema, teacher, optimizer, criterion,
-                                                           train_loader, args, epoch, steps_per_epoch, is_main, device)
-            trained = time.time()
-            if not is_main:
-                continue
-            scored = ema.module if ema is not None else model
-            if ema is not None:
-                # Averaged weights need their own BatchNorm statistics (averaging the running stats of
-                # a fast-changing network gives unusable ones): re-estimate them on training batches.
-                update_bn(itertools.islice(train_loader, BN_BATCHES), scored, device=device)
-            valid_loss, acc, acc_flip = evaluate(scored, valid_loader, criterion, device)
-            if args.time_budget and epoch == start_epoch and not args.resume:
-                first = time.time() - began
-                later = first if step_seconds is None else step_seconds * steps_per_epoch + time.time() - trained
-                args.epochs = meta["epochs"] = epochs_within_budget(args.time_budget, first, later, args.epochs)
-                print(f"time budget {args.time_budget:.0f} s: training {args.epochs} epochs", flush=True)
-            row = EpochMetrics(epoch + 1, lr, train_loss, valid_loss, acc, acc_flip, time.time() - started)
-            append_metrics(out / "metrics.csv", row)
-            plot_curves(read_metrics(out / "metrics.csv"), out / "curves.png")
-            if acc > best_acc:
-                best_acc = acc
-                save_checkpoint(out / "best.pth", scored, {**meta, "epoch": epoch + 1, "valid_accuracy": acc,
-                                                           "valid_accuracy_flip": acc_flip})
-            save_checkpoint(out / "last.pth", model, meta, optimizer=optimizer.state_dict(), epoch=epoch + 1,
-                            best_accuracy=best_acc, **({"ema": ema.state_dict()} if ema is not None else {}))
-            finished = epoch + 1
-            print(f"epoch {epoch + 1}: train loss {train_loss:.4f}, valid loss {valid_loss:.4f}, "
-                  f"valid acc {100 * acc:.2f}% (flip {100 * acc_flip:.2f}%), best {100 * best_acc:.2f}%", flush=True)
+        with StopOnCtrlC() as stop:
+            for epoch in itertools.count(start_epoch):
+                if epoch >= args.epochs:  # --time-budget may lower it after the first epoch
+                    break
+                stop.check()
+                if sampler is not None:
+                    sampler.set_epoch(epoch)
+                started = time.time()
+                train_loss, lr, step_seconds = train_one_epoch(net, model, ema, teacher, optimizer, criterion,
+                                                               train_loader, args, epoch, steps_per_epoch, is_main,
+                                                               device, stop)
+                trained = time.time()
+                if not is_main:
+                    continue
+                scored = ema.module if ema is not None else model
+                if ema is not None:
+                    # Averaged weights need their own BatchNorm statistics (averaging the running stats of
+                    # a fast-changing network gives unusable ones): re-estimate them on training batches.
+                    update_bn(itertools.islice(train_loader, BN_BATCHES), scored, device=device)
+                valid_loss, acc, acc_flip = evaluate(scored, valid_loader, criterion, device)
+                if args.time_budget and epoch == start_epoch and not args.resume:
+                    first = time.time() - began
+                    later = first if step_seconds is None else step_seconds * steps_per_epoch + time.time() - trained
+                    args.epochs = meta["epochs"] = epochs_within_budget(args.time_budget, first, later, args.epochs)
+                    print(f"time budget {args.time_budget:.0f} s: training {args.epochs} epochs", flush=True)
+                row = EpochMetrics(epoch + 1, lr, train_loss, valid_loss, acc, acc_flip, time.time() - started)
+                append_metrics(out / "metrics.csv", row)
+                plot_curves(read_metrics(out / "metrics.csv"), out / "curves.png")
+                if acc > best_acc:
+                    best_acc = acc
+                    save_checkpoint(out / "best.pth", scored, {**meta, "epoch": epoch + 1, "valid_accuracy": acc,
+                                                               "valid_accuracy_flip": acc_flip})
+                save_checkpoint(out / "last.pth", model, meta, optimizer=optimizer.state_dict(), epoch=epoch + 1,
+                                best_accuracy=best_acc, **({"ema": ema.state_dict()} if ema is not None else {}))
+                finished = epoch + 1
+                print(f"epoch {epoch + 1}: train loss {train_loss:.4f}, valid loss {valid_loss:.4f}, "
+                      f"valid acc {100 * acc:.2f}% (flip {100 * acc_flip:.2f}%), best {100 * best_acc:.2f}%",
+                      flush=True)
     except KeyboardInterrupt:
         if is_main:
             saved = (f"{out / 'last.pth'} holds epoch {finished}; add --resume to continue" if finished
