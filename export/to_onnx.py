@@ -2,7 +2,7 @@
 
     python -m export.to_onnx --checkpoint ckpt/ferplus_mobilenetv3_large075_72px.pth \
         --output ckpt/ferplus_mobilenetv3_large075_72px.onnx --int8 --calib ferplus:../shared/datasets/ferplus \
-        --metrics runs/eval_test/metrics.json
+        --int8-from runs/qat72/best.pth --metrics runs/eval_test/metrics.json
 
 The graph takes `input` float32 [N, C, H, W] (dynamic N) and returns `logits` [N, classes]; labels
 and preprocessing travel in the model's metadata (`runtime.metadata.ModelMetadata`). The export fails
@@ -10,7 +10,9 @@ unless onnxruntime reproduces torch's logits within 1e-4. `--flip-tta` builds th
 graph: it returns the log of the mean of the face's and its mirror's class probabilities (so a softmax
 gives that mean), at twice the classifier's cost. `--metrics` takes the `metrics.json` that
 `python -m training.eval --model CKPT --split test [--flip]` wrote for this checkpoint and stores its
-accuracy in the model's metadata.
+accuracy in the model's metadata. `--int8` writes the INT8 copy (`training.qat.INT8_SCHEME`: static QDQ, per-channel
+7-bit weights, which no x86 kernel saturates), quantized from `--int8-from`, a quantization-aware fine-tuning of the
+checkpoint (`fer-train --qat --pretrained CHECKPOINT`), when given.
 """
 from __future__ import annotations
 
@@ -28,10 +30,11 @@ import onnxruntime as ort
 import torch
 
 from runtime.image import preprocess
-from runtime.metadata import ModelMetadata
+from runtime.metadata import DEFAULT_FACE_MARGIN, ModelMetadata
 from training.checkpoint import CheckpointError, git_commit, load_checkpoint, model_from_checkpoint, model_metadata
 from training.datasets import DatasetError, load_dataset
 from training.model import ParityError, count_mflops, count_parameters, export_onnx, flip_averaged
+from training.qat import INT8_SCHEME
 
 
 class FlipAveraged(torch.nn.Module):
@@ -126,20 +129,20 @@ class _Calibration:
         return None if chunk is None else {"input": chunk}
 
 
-def export_int8(fp32_path: Path, output: Path, calibration: np.ndarray) -> Path:
-    """Static INT8 quantization (QDQ, per-channel weights) calibrated on real faces.
+def export_int8(fp32_path: Path, output: Path, calibration: np.ndarray, metadata_from: Path | None = None) -> Path:
+    """Static INT8 quantization (`INT8_SCHEME`: QDQ, per-channel 7-bit weights) calibrated on real faces; the
+    metadata copied from `metadata_from` (default: `fp32_path`).
 
     Percentile calibration (99.999th) lost the least accuracy on FER+ among MinMax, Entropy and
     Percentile (see ckpt/MODEL_CARD.md); its histograms need equal-sized batches, hence one face each.
     MinMax is the fallback when a histogram cannot be built (an activation with no range)."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory() as tmp:
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        options = dict(quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                       weight_type=QuantType.QInt8)
+        options = INT8_SCHEME
         try:
             quantize_static(str(prepared), str(quantized), _Calibration(calibration),
                             calibrate_method=CalibrationMethod.Percentile, **options)
@@ -148,9 +151,29 @@ def export_int8(fp32_path: Path, output: Path, calibration: np.ndarray) -> Path:
             quantize_static(str(prepared), str(quantized), _Calibration(calibration),
                             calibrate_method=CalibrationMethod.MinMax, **options)
         proto = onnx.load(str(quantized))
-    set_metadata(proto, {p.key: p.value for p in onnx.load(str(fp32_path)).metadata_props})
+    set_metadata(proto, {p.key: p.value for p in onnx.load(str(metadata_from or fp32_path)).metadata_props})
     save_atomically(proto, output)
     return output
+
+
+# What must agree between a checkpoint and the quantization-aware fine-tuning its INT8 copy is made from
+# (with the defaults of the keys older checkpoints lack).
+SAME_NETWORK = {"arch": None, "labels": None, "input_size": None, "channels": None, "mean": None, "std": None,
+                "stem_stride": None, "width_mult": 1.0, "face_margin": DEFAULT_FACE_MARGIN}
+
+
+def load_qat_checkpoint(ckpt: dict, qat_path: str) -> dict:
+    """The quantization-aware fine-tuning to quantize in place of `ckpt`: the same network with the same labels
+    and preprocessing, trained with `--qat`."""
+    qat_ckpt = load_checkpoint(qat_path)
+    differ = [k for k, default in SAME_NETWORK.items()
+              if qat_ckpt["meta"].get(k, default) != ckpt["meta"].get(k, default)]
+    if differ:
+        raise ExportError(f"--int8-from {qat_path} is not a fine-tuning of --checkpoint: {', '.join(differ)} differ")
+    if not qat_ckpt["meta"].get("qat"):
+        raise ExportError(f"--int8-from {qat_path} was not trained with --qat "
+                          "(fer-train --qat --pretrained CHECKPOINT)")
+    return qat_ckpt
 
 
 def faces_batch(spec: str, split: str, count: int, meta: ModelMetadata, seed: int = 0) -> np.ndarray:
@@ -168,6 +191,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--int8", action="store_true", help="also write OUTPUT with .int8.onnx (needs --calib)")
     p.add_argument("--calib", help="KIND:PATH of training faces for INT8 calibration (its train split)")
     p.add_argument("--calib-count", type=int, default=500)
+    p.add_argument("--int8-from", metavar="QAT_CHECKPOINT",
+                   help="quantize this quantization-aware fine-tuning of --checkpoint (fer-train --qat) for --int8")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--flip-tta", action="store_true",
                    help="average each face with its mirror image inside the graph (2x classifier cost)")
@@ -181,10 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.int8 and not args.calib:
         print("fer-export: error: --int8 needs --calib KIND:PATH (about 500 training faces)", file=sys.stderr)
         return 2
+    if args.int8_from and not args.int8:
+        print("fer-export: error: --int8-from is the source of the INT8 copy: add --int8", file=sys.stderr)
+        return 2
     output = Path(args.output)
     try:
         ckpt = load_checkpoint(args.checkpoint)
         meta = metadata_for(ckpt, args.checkpoint, args.flip_tta, args.metrics)
+        qat_ckpt = load_qat_checkpoint(ckpt, args.int8_from) if args.int8_from else None
         if args.calib:
             calibration = faces_batch(args.calib, "train", args.calib_count, meta)
             sample = torch.from_numpy(calibration[:16])
@@ -201,7 +230,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{report.path}: {report.size_bytes / 1e6:.2f} MB, {report.params / 1e6:.2f} M parameters, "
           f"{report.mflops:.1f} MFLOPs per face, max |torch - onnxruntime| = {report.max_abs_diff:.1e}")
     if args.int8:
-        int8_path = export_int8(output, output.with_name(output.name.replace(".onnx", "") + ".int8.onnx"), calibration)
+        int8_path = output.with_name(output.name.replace(".onnx", "") + ".int8.onnx")
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                source = output if qat_ckpt is None else export_fp32(
+                    qat_ckpt, Path(tmp) / "qat.onnx", args.opset, sample, args.int8_from, args.flip_tta).path
+            except ExportError as exc:
+                print(f"fer-export: error: --int8-from {args.int8_from}: {exc}", file=sys.stderr)
+                return 2
+            export_int8(source, int8_path, calibration, metadata_from=output)
         agree = _agreement(output, int8_path, calibration)
         print(f"{int8_path}: {int8_path.stat().st_size / 1e6:.2f} MB, calibrated on {len(calibration)} faces "
               f"of {args.calib}; top-1 agrees with fp32 on {100 * agree:.1f}% of them")
