@@ -34,7 +34,7 @@ from runtime.metadata import DEFAULT_FACE_MARGIN, ModelMetadata
 from training.checkpoint import CheckpointError, git_commit, load_checkpoint, model_from_checkpoint, model_metadata
 from training.datasets import DatasetError, load_dataset
 from training.model import ParityError, count_mflops, count_parameters, export_onnx, flip_averaged
-from training.qat import INT8_SCHEME
+from training.qat import INT8_SCHEME, float_nodes
 
 
 class FlipAveraged(torch.nn.Module):
@@ -130,8 +130,8 @@ class _Calibration:
 
 
 def export_int8(fp32_path: Path, output: Path, calibration: np.ndarray, metadata_from: Path | None = None) -> Path:
-    """Static INT8 quantization (`INT8_SCHEME`: QDQ, per-channel 7-bit weights) calibrated on real faces; the
-    metadata copied from `metadata_from` (default: `fp32_path`).
+    """Static INT8 quantization (`INT8_SCHEME`: QDQ, per-channel 7-bit weights; `float_nodes` left in float)
+    calibrated on real faces; the metadata copied from `metadata_from` (default: `fp32_path`).
 
     Percentile calibration (99.999th) lost the least accuracy on FER+ among MinMax, Entropy and
     Percentile (see ckpt/MODEL_CARD.md); its histograms need equal-sized batches, hence one face each.
@@ -142,7 +142,7 @@ def export_int8(fp32_path: Path, output: Path, calibration: np.ndarray, metadata
     with tempfile.TemporaryDirectory() as tmp:
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        options = INT8_SCHEME
+        options = dict(INT8_SCHEME, nodes_to_exclude=float_nodes(onnx.load(str(prepared)).graph))
         try:
             quantize_static(str(prepared), str(quantized), _Calibration(calibration),
                             calibrate_method=CalibrationMethod.Percentile, **options)
@@ -153,6 +153,35 @@ def export_int8(fp32_path: Path, output: Path, calibration: np.ndarray, metadata
         proto = onnx.load(str(quantized))
     set_metadata(proto, {p.key: p.value for p in onnx.load(str(metadata_from or fp32_path)).metadata_props})
     save_atomically(proto, output)
+    return output
+
+
+BALANCE_FACES = 3000  # training faces on which the INT8 copy's class frequencies are matched to fp32's
+
+
+def class_balance_shift(reference: np.ndarray, quantized: np.ndarray, steps: int = 20) -> np.ndarray:
+    """Per-class offsets to add to `quantized` logits so that, on the same faces, each class is picked as often as
+    from the `reference` logits. Rounding moves a model's rare-class decisions (fear, disgust) toward the common
+    classes; this bias correction moves them back (ckpt/MODEL_CARD.md, "INT8 on every CPU")."""
+    classes = reference.shape[1]
+    target = np.bincount(reference.argmax(1), minlength=classes) / len(reference)
+    shift = np.zeros(classes)
+    for _ in range(steps):
+        picked = np.bincount((quantized + shift).argmax(1), minlength=classes) / len(quantized)
+        shift += 0.5 * np.log((target + 1e-3) / (picked + 1e-3))
+    return shift.astype(np.float32)
+
+
+def with_output_bias_shifted(fp32_path: Path, shift: np.ndarray, output: Path) -> Path:
+    """A copy of an fp32 graph whose output layer (a Gemm, the classifier) adds `shift` to its bias."""
+    proto = onnx.load(str(fp32_path))
+    last = next(n for n in proto.graph.node if proto.graph.output[0].name in n.output)
+    bias = next((i for i in proto.graph.initializer if last.op_type == "Gemm" and len(last.input) > 2
+                 and i.name == last.input[2]), None)
+    if bias is None:
+        raise ExportError(f"{fp32_path}: the output layer is a {last.op_type}, not a Gemm with a bias")
+    bias.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(bias) + shift, bias.name))
+    onnx.save(proto, str(output))
     return output
 
 
@@ -239,16 +268,24 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"fer-export: error: --int8-from {args.int8_from}: {exc}", file=sys.stderr)
                 return 2
             export_int8(source, int8_path, calibration, metadata_from=output)
+            balance = faces_batch(args.calib, "train", BALANCE_FACES, meta, seed=1)
+            shift = class_balance_shift(_logits(output, balance), _logits(int8_path, balance))
+            source = with_output_bias_shifted(source, shift, Path(tmp) / "balanced.onnx")
+            export_int8(source, int8_path, calibration, metadata_from=output)
         agree = _agreement(output, int8_path, calibration)
         print(f"{int8_path}: {int8_path.stat().st_size / 1e6:.2f} MB, calibrated on {len(calibration)} faces "
               f"of {args.calib}; top-1 agrees with fp32 on {100 * agree:.1f}% of them")
     return 0
 
 
+def _logits(path: Path, batch: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, {"input": batch[i:i + 500]})[0] for i in range(0, len(batch), 500)])
+
+
 def _agreement(fp32_path: Path, int8_path: Path, batch: np.ndarray) -> float:
     """Fraction of `batch` on which the two models pick the same class."""
-    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": batch})[0]
-    return float((run(fp32_path).argmax(1) == run(int8_path).argmax(1)).mean())
+    return float((_logits(fp32_path, batch).argmax(1) == _logits(int8_path, batch).argmax(1)).mean())
 
 
 if __name__ == "__main__":

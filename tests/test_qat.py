@@ -138,3 +138,17 @@ def test_qat_needs_a_trained_model(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip() == ("fer-train: error: --qat fine-tunes a trained model: give it with --pretrained "
                                    "CHECKPOINT")
+
+
+def test_class_balance_shift_restores_the_reference_class_frequencies():
+    from export.to_onnx import class_balance_shift
+
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(3000, 4)).astype(np.float32)
+    reference[:, 3] -= 1.5  # a rare class
+    quantized = reference + rng.normal(scale=0.3, size=reference.shape).astype(np.float32)
+    quantized[:, 3] -= 0.5  # rounding that hurts the rare class
+    shift = class_balance_shift(reference, quantized)
+    count = lambda logits: np.bincount(logits.argmax(1), minlength=4)  # noqa: E731
+    assert abs(int(count(quantized + shift)[3]) - int(count(reference)[3])) <= 10 < count(reference)[3] - count(quantized)[3]
+    assert ((quantized + shift).argmax(1) == reference.argmax(1)).mean() > (quantized.argmax(1) == reference.argmax(1)).mean()
