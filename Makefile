@@ -30,7 +30,7 @@ test-runtime: runtime-venv
 
 runtime-venv:
 	test -x $(RT_VENV)/bin/python || $(PYTHON) -m venv $(RT_VENV)
-	$(RT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check . pytest
+	$(RT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check '.[test]'
 	$(RT_VENV)/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)"
 
 # The runtime on aarch64 under qemu (Raspberry Pi 4 and 5 CPU models), compared with this x86 machine; needs

@@ -33,6 +33,15 @@ def ferplus_root() -> Path | None:
     return root if (root / "FER2013Test" / "label.csv").is_file() else None
 
 
+def ferplus_test_faces(root: Path, labels: list[str], count: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """`count` FER2013Test faces spread evenly over the split, and their majority labels (no torch needed)."""
+    from training.datasets import load_dataset
+
+    test = load_dataset(f"ferplus:{root}", "test", labels)
+    picks = np.linspace(0, len(test) - 1, count).round().astype(int)
+    return [test.read(test.items[i]) for i in picks], test.hard_labels[picks]
+
+
 @pytest.fixture(scope="session")
 def ferplus() -> Path:
     root = ferplus_root()

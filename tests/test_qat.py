@@ -92,7 +92,8 @@ def test_qat_training_and_int8_export_from_it(tiny_checkpoint, tmp_path):
 
     ckpt = load_checkpoint(tiny_checkpoint)  # with the preprocessing fer-train gives every model
     tiny_checkpoint = tmp_path / "tiny_fer.pth"
-    save_checkpoint(tiny_checkpoint, model_from_checkpoint(ckpt), {**ckpt["meta"], "mean": [FER_MEAN], "std": [FER_STD]})
+    save_checkpoint(tiny_checkpoint, model_from_checkpoint(ckpt),
+                    {**ckpt["meta"], "mean": [FER_MEAN], "std": [FER_STD]})
     data = write_class_folder(tmp_path / "data", per_class=6)
     out = tmp_path / "qat"
     train = subprocess.run([sys.executable, "-m", "training.train", "--data", f"folder:{data}", "--epochs", "1",
@@ -150,5 +151,7 @@ def test_class_balance_shift_restores_the_reference_class_frequencies():
     quantized[:, 3] -= 0.5  # rounding that hurts the rare class
     shift = class_balance_shift(reference, quantized)
     count = lambda logits: np.bincount(logits.argmax(1), minlength=4)  # noqa: E731
-    assert abs(int(count(quantized + shift)[3]) - int(count(reference)[3])) <= 10 < count(reference)[3] - count(quantized)[3]
-    assert ((quantized + shift).argmax(1) == reference.argmax(1)).mean() > (quantized.argmax(1) == reference.argmax(1)).mean()
+    rare, balanced = count(reference)[3], count(quantized + shift)[3]
+    assert abs(int(balanced) - int(rare)) <= 10 < rare - count(quantized)[3]
+    agreement = lambda logits: (logits.argmax(1) == reference.argmax(1)).mean()  # noqa: E731
+    assert agreement(quantized + shift) > agreement(quantized)

@@ -10,7 +10,7 @@ import pytest
 
 from runtime import BatchSolver, CascadeFaceDetector, ExpressionClassifier
 
-from .conftest import DATA, MODEL_CARD, SHIPPED_INT8, SHIPPED_PTH, require_torch
+from .conftest import DATA, MODEL_CARD, SHIPPED_INT8, SHIPPED_PTH, ferplus_test_faces, require_torch
 
 
 def card_accuracy(kind: str) -> float:
@@ -22,12 +22,7 @@ def card_accuracy(kind: str) -> float:
 
 
 def _test_subset(ferplus, labels, count):
-    require_torch()  # the FER+ loader lives in training
-    from training.datasets import load_dataset
-
-    test = load_dataset(f"ferplus:{ferplus}", "test", labels)
-    picks = np.linspace(0, len(test) - 1, count).round().astype(int)
-    return [test.read(test.items[i]) for i in picks], test.hard_labels[picks]
+    return ferplus_test_faces(ferplus, labels, count)
 
 
 def test_checkpoint_accuracy_matches_card(ferplus):
@@ -55,13 +50,14 @@ def test_runtime_predict_accuracy_matches_card(ferplus, shipped_onnx, path, kind
 
 
 def test_int8_close_to_fp32(ferplus, shipped_onnx):
+    """On this machine's INT8 kernels (VNNI or AVX2; the others under emulation: tests/arm64/check.py, the same
+    limits on the same faces)."""
     fp32, int8 = ExpressionClassifier(shipped_onnx), ExpressionClassifier(SHIPPED_INT8)
     faces, truth = _test_subset(ferplus, fp32.labels, 1000)
     fp32_labels, int8_labels = fp32.predict(faces).argmax(1), int8.predict(faces).argmax(1)
-    # measured: ~94% of faces get the same label; accuracy within a point on the same 1000 faces
-    assert (fp32_labels == int8_labels).mean() >= 0.90
-    assert 100 * ((fp32_labels == truth).mean() - (int8_labels == truth).mean()) <= 1.0
-    assert SHIPPED_INT8.stat().st_size < shipped_onnx.stat().st_size / 2
+    assert (fp32_labels == int8_labels).mean() >= 0.95
+    assert 100 * ((fp32_labels == truth).mean() - (int8_labels == truth).mean()) <= 0.5
+    assert SHIPPED_INT8.stat().st_size < min(shipped_onnx.stat().st_size / 2, 5e6)
 
 
 def test_metadata_says_what_the_card_says(shipped_onnx):

@@ -1,6 +1,7 @@
 """What the runtime computes on this machine, as one JSON object on stdout (run on x86 and under emulation).
 
-    python tests/arm64/probe.py            # from the repository root, in a runtime-only environment
+    python tests/arm64/probe.py                     # from the repository root, in a runtime-only environment
+    python tests/arm64/probe.py --faces FACES.npy   # the shipped INT8 model's labels of these face crops
 
 Records the interpreter and CPU architecture, whether importing `runtime` pulled in torch, the Haar boxes found
 in the committed portraits, and the shipped fp32 and INT8 models' probabilities for each face at three framings.
@@ -8,6 +9,7 @@ in the committed portraits, and the shipped fp32 and INT8 models' probabilities 
 """
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import sys
@@ -43,6 +45,21 @@ def probe() -> dict:
     return record
 
 
+def int8_labels(faces_path: str) -> dict:
+    """{"machine", "labels"}: the shipped INT8 model's top label for each face of a [N, H, W] uint8 file."""
+    import numpy as np
+
+    import runtime
+
+    faces = np.load(faces_path)
+    classifier = runtime.ExpressionClassifier("int8")
+    probs = np.concatenate([classifier.predict(list(faces[i:i + 100])) for i in range(0, len(faces), 100)])
+    return {"machine": platform.machine(), "labels": probs.argmax(1).tolist()}
+
+
 if __name__ == "__main__":
-    json.dump(probe(), sys.stdout)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--faces", help="a .npy file of face crops: report the INT8 model's labels for them")
+    args = parser.parse_args()
+    json.dump(int8_labels(args.faces) if args.faces else probe(), sys.stdout)
     print()

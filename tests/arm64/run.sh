@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The runtime tested on aarch64 (Raspberry Pi 4 and 5 CPU models) under qemu user-mode emulation:
+# The runtime tested on aarch64 (Raspberry Pi 4 and 5 CPU models) and on x86 without VNNI / AVX-512 (Haswell:
+# AVX2, whose INT8 kernels differ) under qemu user-mode emulation:
 #   make test-arm64          # or: bash tests/arm64/run.sh [CPU_MODEL ...]   (default: cortex-a72 cortex-a76)
+#                            # X86_CPUS="Haswell-noTSX" (the default) lists the emulated x86 models; "" skips them
 # Builds, without installing anything into the system (cached in $FER_EDGE_ARM64_CACHE, default
 # ~/.cache/fer-edge-arm64, about 340 MB):
 # - qemu-user 10 from Debian bookworm-backports (static binaries, unpacked with dpkg -x; bookworm's own qemu 7.2
-#   crashes on `import onnxruntime`);
+#   crashes on `import onnxruntime`): qemu-aarch64, and qemu-x86_64, which runs the x86 runtime venv's own
+#   interpreter as a Haswell CPU;
 # - an arm64 root holding Debian's python3.11 and its libraries, fetched by a private apt configuration;
 # - the aarch64 wheels of exactly the versions installed in the x86 runtime-only venv ($RT_PY, default
 #   .venv-runtime/bin/python: numpy, opencv-python-headless, onnxruntime, pytest).
@@ -14,6 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 CPUS=("$@")
 [ ${#CPUS[@]} -gt 0 ] || CPUS=(cortex-a72 cortex-a76)
+read -r -a X86_CPUS <<< "${X86_CPUS-Haswell-noTSX}"
 CACHE="${FER_EDGE_ARM64_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fer-edge-arm64}"
 RT_PY="${RT_PY:-.venv-runtime/bin/python}"
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
@@ -51,15 +55,17 @@ EOF
 export APT_CONFIG="$APT/apt.conf"
 
 QEMU="$CACHE/qemu-aarch64"
+QEMU_X86="$CACHE/qemu-x86_64"
 ROOTFS="$CACHE/root"
-if [ ! -x "$QEMU" ] || [ ! -x "$ROOTFS/usr/bin/python3.11" ]; then
+if [ ! -x "$QEMU" ] || [ ! -x "$QEMU_X86" ] || [ ! -x "$ROOTFS/usr/bin/python3.11" ]; then
   echo "arm64: fetching qemu-user (bookworm-backports) and an arm64 python3.11 from $MIRROR into $CACHE"
   apt-get update -qq >/dev/null 2>&1 || skip "cannot reach the Debian archive $MIRROR"
-  rm -rf "$QEMU" "$CACHE/qemu" "$ROOTFS" "$CACHE/debs" && mkdir -p "$CACHE/debs"
+  rm -rf "$QEMU" "$QEMU_X86" "$CACHE/qemu" "$ROOTFS" "$CACHE/debs" && mkdir -p "$CACHE/debs"
   (cd "$CACHE/debs" && apt-get download -qq qemu-user:amd64/bookworm-backports >/dev/null 2>&1) \
     || skip "cannot download qemu-user from bookworm-backports"
   dpkg-deb -x "$CACHE"/debs/qemu-user_*.deb "$CACHE/debs/qemu"
-  mv "$CACHE/debs/qemu/usr/bin/qemu-aarch64" "$QEMU"  # the package holds every target; one is needed
+  mv "$CACHE/debs/qemu/usr/bin/qemu-aarch64" "$QEMU"  # the package holds every target; two are needed
+  mv "$CACHE/debs/qemu/usr/bin/qemu-x86_64" "$QEMU_X86"
   # An empty dpkg status: apt resolves python3.11's whole dependency closure, libc included.
   apt-get install -qq -y --download-only --no-install-recommends python3.11 libstdc++6 libgomp1 >/dev/null 2>&1 \
     || skip "cannot download the arm64 python3.11 packages"
@@ -92,9 +98,17 @@ export PYTHONPATH="$SITE\${PYTHONPATH:+:\$PYTHONPATH}"
 exec "$QEMU" -0 "\$0" "$ROOTFS/usr/bin/python3.11" "\$@"
 EOF
 chmod +x "$CACHE/bin/python3.11"
+# The x86 runtime venv's interpreter under qemu-x86_64 (QEMU_CPU picks the CPU model; subprocesses run natively).
+RT_PY_ABS="$(cd "$(dirname "$RT_PY")" && pwd)/$(basename "$RT_PY")"
+cat > "$CACHE/bin/python-x86" <<EOF
+#!/bin/sh
+exec "$QEMU_X86" -0 "$RT_PY_ABS" "$RT_PY_ABS" "\$@"
+EOF
+chmod +x "$CACHE/bin/python-x86"
 QEMU_CPU="${CPUS[0]}" "$CACHE/bin/python3.11" -c "import onnxruntime" 2>/dev/null \
   || skip "the emulated python3.11 cannot import onnxruntime"
 
 args=()
 for cpu in "${CPUS[@]}"; do args+=(--cpu "$cpu"); done
-"$RT_PY" -m tests.arm64.check --python "$CACHE/bin/python3.11" "${args[@]}"
+for cpu in "${X86_CPUS[@]}"; do args+=(--x86-cpu "$cpu"); done
+"$RT_PY" -m tests.arm64.check --python "$CACHE/bin/python3.11" --x86-python "$CACHE/bin/python-x86" "${args[@]}"
