@@ -42,9 +42,11 @@ ROOT = Path(__file__).resolve().parents[2]
 CLIP = ROOT.parent / "shared" / "media" / "short_hamilton_clip.mp4"
 CLIP_FRAMES = 12
 # onnxruntime's kernels differ per instruction set: the largest differences measured on these crops were 6.4e-6
-# (fp32) and 9.6e-5 (INT8) with both CPU models; the limits leave some headroom.
+# (fp32) with both aarch64 models and 1.2e-7 on Haswell; INT8 (7-bit weights, the stem in float) 0.0 on Haswell
+# (the same integers as VNNI) and 1.9e-4 on both aarch64 models (ARM's kernels round the requantization
+# differently). The limits leave some headroom; what INT8 users rely on, its labels, is checked on 1000 faces.
 FP32_LIMIT = 1e-5
-INT8_LIMIT = 2e-4
+INT8_LIMIT = 5e-4
 BOX_IOU = 0.8
 INT8_FACES, INT8_AGREEMENT, INT8_ACCURACY_DROP = 1000, 0.95, 0.5
 RUNTIME_TESTS = ["tests/test_runtime.py", "tests/test_tracking.py",
