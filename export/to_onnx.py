@@ -2,7 +2,7 @@
 
     python -m export.to_onnx --checkpoint ckpt/ferplus_mobilenetv3_large075_72px.pth \
         --output ckpt/ferplus_mobilenetv3_large075_72px.onnx --int8 --calib ferplus:../shared/datasets/ferplus \
-        --int8-from runs/qat72/best.pth --metrics runs/eval_test/metrics.json
+        --int8-from ckpt/ferplus_mobilenetv3_large075_72px.qat.pth --metrics runs/eval_test/metrics.json
 
 The graph takes `input` float32 [N, C, H, W] (dynamic N) and returns `logits` [N, classes]; labels
 and preprocessing travel in the model's metadata (`runtime.metadata.ModelMetadata`). The export fails
