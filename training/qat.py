@@ -34,7 +34,7 @@ INT8_SCHEME = dict(quant_format=QuantFormat.QDQ, per_channel=True, activation_ty
 WEIGHT_QMIN, WEIGHT_QMAX = (int(q) for q in get_qmin_qmax_for_qType(TensorProto.INT8, INT8_SCHEME["reduce_range"],
                                                                    symmetric=True))
 ACTIVATION_QMIN, ACTIVATION_QMAX = 0, 255
-RANGE_MOMENTUM = 0.01  # share of each training batch's min / max in an activation's tracked range
+RANGE_MOMENTUM = 0.01  # share of each training batch's largest magnitude in an activation's tracked range
 
 
 def float_nodes(graph: onnx.GraphProto) -> list[str]:
@@ -152,11 +152,11 @@ def prepare(model: nn.Module) -> QatModel:
     # a BatchNorm2d or Conv2d followed by ReLU is rounded after the ReLU only (onnxruntime fuses the ReLU away).
     skip_output = set()
     modules = dict(model.named_modules())
-    for name, module in modules.items():
-        children = list(module.named_children())
+    for module in modules.values():
+        children = list(module.children())
         if type(module).__name__ == "SqueezeExcitation":  # fc1 -> activation, not in a Sequential
-            children = [("fc1", module.fc1), ("activation", module.activation)]
-        for (_, a), (_, b) in zip(children, children[1:]):
+            children = [module.fc1, module.activation]
+        for a, b in zip(children, children[1:]):
             if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
                 fold_batchnorm(a, b)
                 skip_output.add(a)
