@@ -1,6 +1,6 @@
 """How YuNet's boxes compare with Haar's, and which crop makes the classifier agree with Haar's.
 
-    python -m benchmarks.detector_framing --yunet ../shared/models/face_detection_yunet_2026may.onnx
+    python -m benchmarks.detector_framing    # YuNet: the package's file (or --yunet FILE)
 
 On the sample photos and every frame of the sample clip, the faces both detectors find (IoU > 0.3) are paired.
 Prints the median geometry of YuNet's raw box relative to Haar's, and the share of faces on which the classifier
@@ -18,6 +18,7 @@ import numpy as np
 
 from runtime import CascadeFaceDetector, ExpressionClassifier, YuNetFaceDetector
 from runtime.boxes import box_iou
+from runtime.models import find
 
 ROOT = Path(__file__).resolve().parent.parent
 MEDIA = ROOT.parent / "shared" / "media"
@@ -44,7 +45,7 @@ def square(box, scale: float) -> tuple[int, int, int, int]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="fer-bench-framing", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--yunet", required=True, help="YuNet ONNX file")
+    p.add_argument("--yunet", default=str(find("yunet")), help="YuNet ONNX file (default: the one fer-camera uses)")
     p.add_argument("--media", default=str(MEDIA), help="folder with the sample photos and short_hamilton_clip.mp4")
     p.add_argument("--model", help="expression model (default: the shipped one)")
     args = p.parse_args(argv)

@@ -29,7 +29,7 @@ import onnxruntime as ort
 from runtime import DEFAULT_MODEL, ExpressionClassifier, FramePipeline, LinearExponentialSmoothing, VideoSolver
 from runtime.boxes import box_iou
 from runtime.detectors import DETECTORS, create_detector
-from runtime.models import installed
+from runtime.models import find
 from runtime.tracking import DEFAULT_DETECT_EVERY, IntervalDetector
 from runtime.visualizer import draw_faces
 
@@ -42,8 +42,7 @@ except ImportError:  # the runtime-only install has no tqdm
 STAGES = ("decode", "detect", "classify", "smooth", "draw")
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE = ROOT.parent / "shared" / "media" / "short_hamilton_clip.mp4"
-SHARED_YUNET = ROOT.parent / "shared" / "models" / "face_detection_yunet_2026may.onnx"
-DEFAULT_YUNET = installed("yunet") or (SHARED_YUNET if SHARED_YUNET.is_file() else None)
+DEFAULT_YUNET = find("yunet")  # the model folder's, else the package's own
 MATCH_IOU = 0.4  # a found box counts for a reference face at this IoU
 # The runtime's fast defaults (runtime.camera and this benchmark).
 FAST = {"detect_every": DEFAULT_DETECT_EVERY, "detect_width": 640}
@@ -216,7 +215,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--detector", choices=DETECTORS, default="auto",
                    help="auto: YuNet when --detector-model exists, else Haar (as fer-camera)")
     p.add_argument("--detector-model", default=DEFAULT_YUNET and str(DEFAULT_YUNET),
-                   help="YuNet file (default: the installed one, else ../shared/models' copy)")
+                   help="YuNet file (default: the model folder's, else the package's)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--detect-every", type=int, default=FAST["detect_every"])
@@ -274,7 +273,7 @@ def run(args: argparse.Namespace) -> dict:
                          ("fp32 yunet fast, follow every frame", args.model, "yunet", *fast, {"follow_every": 1}),
                          ("fp32 yunet every frame, full size", args.model, "yunet", *slow, {})]
         else:
-            print("no YuNet file (python -m runtime.models download yunet): its rows are left out")
+            print("no YuNet file (reinstall fer-edge, or give --detector-model): its rows are left out")
     reference = None
     if args.compare:
         kind = "yunet" if yunet else "haar"

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--widths", type=int, nargs="+", default=[0, 64, 48, 40, 32], help="0: full size")
     args = p.parse_args(argv)
     if not args.detector_model or not Path(args.detector_model).is_file():
-        print("tracking_choices: error: needs YuNet (--detector-model, or python -m runtime.models download yunet)",
+        print("tracking_choices: error: needs YuNet (--detector-model FILE, or reinstall fer-edge)",
               file=sys.stderr)
         return 2
     frames = frames_of(Path(args.source), args.frames)

@@ -88,7 +88,7 @@ CV2FaceDetector = CascadeFaceDetector  # the seed's name
 
 
 class YuNetFaceDetector:
-    """OpenCV Zoo's YuNet DNN detector through `cv2.FaceDetectorYN` (`python -m runtime.models download yunet`).
+    """OpenCV Zoo's YuNet DNN detector through `cv2.FaceDetectorYN` (shipped in the package: `runtime.models`).
 
     YuNet's own boxes are narrower and taller than Haar's (measured on the sample photos and clip: 0.82x
     the width, 1.12x the height, same centre). The classifier was checked on Haar-framed faces, so each
@@ -120,8 +120,8 @@ class YuNetFaceDetector:
             self.net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), score_threshold)
             self.detect(np.zeros((64, 64, 3), np.uint8))  # any ONNX file loads; running it tells a YuNet model
         except cv2.error:
-            raise ValueError(f"{path} is not a YuNet face-detection model (get one with "
-                             "`python -m runtime.models download yunet`)") from None
+            raise ValueError(f"{path} is not a YuNet face-detection model (leave out --detector-model to use "
+                             "the one in the package)") from None
         finally:
             cv2.utils.logging.setLogLevel(level)
 
@@ -158,19 +158,20 @@ DETECTORS = ("auto", "haar", "yunet")
 
 def create_detector(kind: str = "auto", model_path: str | os.PathLike | None = None,
                     detect_width: int | None = None):
-    """The face detector to use: "haar", "yunet" (`model_path`, else the one in the model folder) or "auto":
-    YuNet when `model_path` is given or `runtime.models` finds it installed, else the Haar cascade.
-    Raises FileNotFoundError or ValueError with a one-line reason."""
-    from .models import installed
+    """The face detector to use: "auto" and "yunet" give YuNet (`model_path`, else the model folder's file, else
+    the package's own copy: `runtime.models.find`); "haar" the Haar cascade. "auto" falls back to Haar only when no
+    YuNet file is there at all (a package whose data was stripped). Raises FileNotFoundError or ValueError with
+    a one-line reason."""
+    from .models import find
 
     if kind not in DETECTORS:
         raise ValueError(f"unknown detector {kind!r}; choose one of {', '.join(DETECTORS)}")
     if kind == "haar":
         return CascadeFaceDetector(detect_width=detect_width)
-    path = model_path or installed("yunet")
+    path = model_path or find("yunet")
     if path is None:
         if kind == "yunet":
-            raise FileNotFoundError("YuNet is not installed: run `python -m runtime.models download yunet` "
-                                    "or give its file with --detector-model")
+            raise FileNotFoundError("YuNet is missing from this install: reinstall fer-edge, run "
+                                    "`python -m runtime.models download yunet` or give its file with --detector-model")
         return CascadeFaceDetector(detect_width=detect_width)
     return YuNetFaceDetector(path, detect_width=detect_width)

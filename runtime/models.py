@@ -1,13 +1,13 @@
-"""Third-party model files: where they live, and an explicit, verified download.
+"""Third-party model files: the ones shipped inside the package, the model folder, and an explicit, verified download.
 
     python -m runtime.models list
-    python -m runtime.models download yunet
+    python -m runtime.models download yunet    # another release; the package already ships YuNet
 
-Files live in the model folder: `$FER_EDGE_HOME` if set, else `$XDG_CACHE_HOME/fer-edge`, else
+The package ships YuNet (runtime/data, with its MIT license text), so it works offline on every install.
+A file in the model folder takes precedence: `$FER_EDGE_HOME` if set, else `$XDG_CACHE_HOME/fer-edge`, else
 `~/.cache/fer-edge`. A download is checked against its SHA-256 before it is kept and written atomically
-(never a partial file, also after a failure or Ctrl-C). Nothing is ever downloaded implicitly: the runtime
-only looks for files that are there. A file placed in the folder by hand is used as it is (OpenCV checks it
-when loading it), so other releases of a model work too.
+(never a partial file, also after a failure or Ctrl-C). Nothing is ever downloaded implicitly. A file placed
+in the folder by hand is used as it is (OpenCV checks it when loading it), so other releases of a model work too.
 """
 from __future__ import annotations
 
@@ -37,6 +37,26 @@ class ModelFile:
     about: str
 
 
+BUNDLED_DIR = Path(__file__).resolve().parent / "data"
+
+
+@dataclass(frozen=True)
+class BundledFile:
+    """A model file shipped inside the package (runtime/data), its hash and its license text beside it."""
+    name: str
+    sha256: str
+    license_file: str
+
+    @property
+    def path(self) -> Path:
+        return BUNDLED_DIR / self.name
+
+
+BUNDLED = {
+    "yunet": BundledFile("face_detection_yunet_2026may.onnx",
+                         "ebafce4e3c118d6554634be5c27ab333b4c047a9a8c3faf1d7cf93101c22f0f0", "LICENSE-YuNet.txt"),
+}
+
 MODELS = {
     "yunet": ModelFile(
         name="face_detection_yunet_2023mar.onnx",
@@ -62,6 +82,12 @@ def installed(key: str) -> Path | None:
     """The path of model `key` in the model folder, or None when it is not there."""
     path = model_dir() / MODELS[key].name
     return path if path.is_file() else None
+
+
+def find(key: str) -> Path | None:
+    """Model `key`'s file: the model folder's (it takes precedence), else the package's own copy, else None."""
+    bundled = BUNDLED.get(key)
+    return installed(key) or (bundled.path if bundled and bundled.path.is_file() else None)
 
 
 def _progress_line(done: int, total: int | None) -> None:
@@ -114,8 +140,9 @@ def download(key: str, url: str | None = None, sha256: str | None = None, folder
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="fer-models", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="the known models and whether they are installed")
-    get = sub.add_parser("download", help="download a model into the model folder")
+    sub.add_parser("list", help="the known models: the package's own copy and the model folder's")
+    get = sub.add_parser("download", help="download another release into the model folder (it then takes "
+                                          "precedence over the package's copy)")
     get.add_argument("model", choices=sorted(MODELS))
     get.add_argument("--url", help="download from this URL instead")
     get.add_argument("--sha256", help="expect this SHA-256 instead (with --url, for another release)")
@@ -123,9 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "list":
         print(f"model folder: {model_dir()}")
         for key, model in MODELS.items():
-            path = installed(key)
-            state = f"installed: {path}" if path else f"not installed (python -m runtime.models download {key})"
-            print(f"{key}: {model.name}, {model.license}; {state}\n  {model.about}")
+            path, bundled = installed(key), BUNDLED.get(key)
+            state = f"installed: {path}" if path else "not in the model folder"
+            if bundled:
+                state += f"; {'used' if not path else 'shipped'}: the package's {bundled.path}"
+            print(f"{key}: {model.license}; {state}\n  {model.about}")
         return 0
     model = MODELS[args.model]
     print(f"downloading {args.model} ({model.name}, {model.license}) from {args.url or model.url}", file=sys.stderr)

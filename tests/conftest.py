@@ -60,10 +60,10 @@ def media() -> Path:
 
 @pytest.fixture(scope="session")
 def yunet_model() -> Path:
-    path = SHARED / "models" / "face_detection_yunet_2026may.onnx"
-    if not path.is_file():
-        pytest.skip("YuNet model not found at ../shared/models")
-    return path
+    """The YuNet file shipped in the package (the OpenCV Zoo's, as in ../shared/models)."""
+    from runtime.models import BUNDLED
+
+    return BUNDLED["yunet"].path
 
 
 def write_class_folder(root: Path, per_class: int = 10, size: int = 48, seed: int = 0) -> Path:

@@ -13,7 +13,7 @@ import cv2
 import pytest
 
 from runtime.detectors import CascadeFaceDetector, YuNetFaceDetector, create_detector
-from runtime.models import MODELS, DownloadError, download, installed, model_dir
+from runtime.models import BUNDLED, MODELS, DownloadError, download, find, installed, model_dir
 
 from .conftest import DATA, ROOT
 
@@ -104,7 +104,7 @@ def test_cli_download_and_list(server, tmp_path):
     run = lambda *a: subprocess.run([sys.executable, "-m", "runtime.models", *a], cwd=ROOT, capture_output=True,
                                     text=True, timeout=60, env=env)
     listed = run("list")
-    assert listed.returncode == 0 and "not installed" in listed.stdout
+    assert listed.returncode == 0 and "not in the model folder; used: the package's" in listed.stdout
     bad = run("download", "yunet", "--url", f"{url}/good.onnx")  # the pinned 2023mar hash: this file differs
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("fer-models: error: ")
     assert "Traceback" not in bad.stderr and not (tmp_path / MODELS["yunet"].name).exists()
@@ -113,17 +113,40 @@ def test_cli_download_and_list(server, tmp_path):
     assert "installed: " in run("list").stdout
 
 
-def test_auto_picks_yunet_when_installed_else_haar(monkeypatch, tmp_path, yunet_model):
+def test_auto_is_the_packages_yunet_unless_the_model_folder_has_one(monkeypatch, tmp_path, yunet_model):
     monkeypatch.setenv("FER_EDGE_HOME", str(tmp_path))
-    assert installed("yunet") is None
-    assert isinstance(create_detector("auto"), CascadeFaceDetector)
-    with pytest.raises(FileNotFoundError, match="YuNet is not installed"):
-        create_detector("yunet")
-    assert isinstance(create_detector("auto", yunet_model), YuNetFaceDetector)  # a file given: YuNet
-    (tmp_path / MODELS["yunet"].name).write_bytes(yunet_model.read_bytes())  # placed by hand: used as it is
+    assert installed("yunet") is None and find("yunet") == BUNDLED["yunet"].path
+    for kind in ("auto", "yunet"):
+        detector = create_detector(kind)
+        assert isinstance(detector, YuNetFaceDetector) and detector.path == BUNDLED["yunet"].path
+    assert isinstance(create_detector("auto", yunet_model), YuNetFaceDetector)  # a file given: that one
+    (tmp_path / MODELS["yunet"].name).write_bytes(yunet_model.read_bytes())  # placed by hand: it takes precedence
     auto = create_detector("auto")
     assert isinstance(auto, YuNetFaceDetector) and auto.path == tmp_path / MODELS["yunet"].name
     assert isinstance(create_detector("haar"), CascadeFaceDetector)
+
+
+def test_without_any_yunet_file_auto_is_haar_and_yunet_says_why(monkeypatch, tmp_path):
+    """A package whose data files were stripped (some repackagers do): auto still runs, yunet names the fix."""
+    import runtime.models
+
+    monkeypatch.setenv("FER_EDGE_HOME", str(tmp_path))
+    monkeypatch.setattr(runtime.models, "BUNDLED_DIR", tmp_path / "stripped")
+    assert find("yunet") is None
+    assert isinstance(create_detector("auto"), CascadeFaceDetector)
+    with pytest.raises(FileNotFoundError, match="YuNet is missing from this install: reinstall fer-edge"):
+        create_detector("yunet")
+
+
+def test_the_shipped_yunet_is_the_opencv_zoo_file_with_its_license():
+    bundled = BUNDLED["yunet"]
+    assert hashlib.sha256(bundled.path.read_bytes()).hexdigest() == bundled.sha256
+    license_text = (bundled.path.parent / bundled.license_file).read_text()
+    assert "MIT License" in license_text and "Copyright (c) 2020 Shiqi Yu" in license_text
+    assert bundled.name in license_text and bundled.sha256 in license_text
+    readme = (ROOT / "README.md").read_text()
+    assert bundled.sha256 in readme  # the README gives the hash too
+    assert len(YuNetFaceDetector(bundled.path).detect(cv2.imread(str(DATA / "obama-480p.jpg")))) == 1
 
 
 def test_a_file_that_is_not_yunet_is_a_one_line_error(tiny_onnx, capfd):
