@@ -17,6 +17,14 @@ def box_iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def box_overlap(a, b) -> float:
+    """The share of the smaller of two x, y, w, h boxes that lies inside the other (1.0: one contains the other)."""
+    iw = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    ih = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    smaller = min(a[2] * a[3], b[2] * b[3])
+    return iw * ih / smaller if smaller > 0 else 0.0
+
+
 def match_boxes(previous: list, current: list, threshold: float = 0.5) -> dict[int, int]:
     """Greedy one-to-one matching by IoU: {current index: previous index} for pairs above threshold."""
     pairs = sorted(((box_iou(c, p), ci, pi) for ci, c in enumerate(current) for pi, p in enumerate(previous)),

@@ -2,8 +2,9 @@
 speed benchmark run frames through `FramePipeline`; nothing else wires these steps.
 
 A result is the seed's dict: `box` (x, y, w, h), `vector` (float32 probabilities), `result` (class index),
-`probability` and `label`; a stream's results also carry `track_id` (runtime.identities.FaceIds), and
-`detector_score` when the detector gives one (YuNet).
+`probability` and `label`; a stream's results also carry `track_id` (the tracker's track, else
+runtime.identities.FaceIds: a new one for a new face and after a scene cut), and `detector_score` when the
+detector gives one (YuNet).
 """
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ class FramePipeline:
         to follow faces between full detections.
     smoother: a callable on one frame's results (e.g. `LinearExponentialSmoothing`), or None.
     largest_only: keep only the largest face of each frame.
-    track_ids: number the faces across frames (`track_id` in each result), for streams.
+    track_ids: number the faces across frames (`track_id` in each result), for streams: a tracker's own track ids
+        (`IntervalDetector.last_ids`), else `FaceIds`. The smoother sees the ids, so a new track starts afresh.
     classify_every_frame: classify on every frame. By default, on a frame whose boxes the tracker carried over
         unchanged (`IntervalDetector.carried_over`: every second frame between searches), the faces keep the
         previous frame's probabilities, which halves the classifier's work on video; `--detect-every 1`
@@ -90,6 +92,14 @@ class FramePipeline:
         self._last = boxes, results
         return [dict(r) for r in results]  # the smoother and the caller get their own dicts
 
+    def _track_ids(self, frame: np.ndarray, boxes: np.ndarray, results: list[dict]) -> list[int]:
+        """The track id of each result: the tracker's when it numbers its faces, else FaceIds'."""
+        ids = getattr(self.detector, "last_ids", None)
+        if ids is None:
+            return self.ids([r["box"] for r in results], frame)
+        by_box = {tuple(int(v) for v in box): track_id for box, track_id in zip(boxes, ids)}
+        return [by_box[r["box"]] for r in results]
+
     def detect(self, frame: np.ndarray) -> np.ndarray:
         boxes = self.detector.detect(frame)
         return largest_box(boxes) if self.largest_only else boxes
@@ -99,14 +109,14 @@ class FramePipeline:
         boxes = self.detect(frame)
         t1 = time.perf_counter()
         results = self._classify(frame, boxes)
+        if self.ids is not None:
+            for r, track_id in zip(results, self._track_ids(frame, boxes, results)):
+                r["track_id"] = track_id
         t2 = time.perf_counter()
         if self.smoother is not None:
             results = self.smoother(results)
             for r in results:  # the smoother may change the winning class
                 r["label"] = self.classifier.labels[r["result"]]
-        if self.ids is not None:
-            for r, track_id in zip(results, self.ids([r["box"] for r in results])):
-                r["track_id"] = track_id
         scores = getattr(self.detector, "last_scores", None)
         if scores:
             for r in results:

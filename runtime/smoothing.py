@@ -7,8 +7,9 @@ from .boxes import match_boxes
 
 
 class LinearExponentialSmoothing:
-    """`v = rate * v_now + (1 - rate) * v_prev` for each face that overlaps (IoU > 0.5) a face of
-    the previous frame, one-to-one; unmatched faces start fresh. Only the last frame is kept."""
+    """`v = rate * v_now + (1 - rate) * v_prev` for each face of the previous frame seen again: the same `track_id`
+    when the results carry one (a stream's: a new track, e.g. after a scene cut, starts fresh), else the face that
+    overlaps it (IoU > 0.5), one-to-one. Unmatched faces start fresh; only the last frame is kept."""
 
     def __init__(self, rate: float = 0.3, iou_threshold: float = 0.5):
         if not 0 < rate <= 1:
@@ -21,11 +22,18 @@ class LinearExponentialSmoothing:
 
     def __call__(self, results: list[dict]) -> list[dict]:
         """Smooth `results` (the classifier's dicts) in place and return them."""
-        matches = match_boxes([r["box"] for r in self._previous], [r["box"] for r in results], self.iou_threshold)
+        matches = _same_ids(self._previous, results) if results and all("track_id" in r for r in results) \
+            else match_boxes([r["box"] for r in self._previous], [r["box"] for r in results], self.iou_threshold)
         for ci, pi in matches.items():
             vector = self.rate * results[ci]["vector"] + (1 - self.rate) * self._previous[pi]["vector"]
             results[ci]["vector"] = vector.astype(np.float32)
             results[ci]["result"] = int(np.argmax(vector))
             results[ci]["probability"] = float(vector[results[ci]["result"]])
-        self._previous = [{"box": r["box"], "vector": r["vector"]} for r in results]
+        self._previous = [{"box": r["box"], "vector": r["vector"], "track_id": r.get("track_id")} for r in results]
         return results
+
+
+def _same_ids(previous: list[dict], current: list[dict]) -> dict[int, int]:
+    """{current index: previous index} for the faces with the same track_id."""
+    where = {r["track_id"]: i for i, r in enumerate(previous) if r.get("track_id") is not None}
+    return {i: where[r["track_id"]] for i, r in enumerate(current) if r["track_id"] in where}

@@ -7,6 +7,10 @@ small region around its last box at sizes near its own (a fraction of a full pas
 
 A face the detector misses for a while (Haar cascades flicker) is still looked for around where it
 was last seen, for `keep_lost` searches, so it is found again the moment the detector sees it.
+
+Each track is one person: it keeps its `id` while its face is found near its last box (in its search region,
+or overlapping it in a full detection); a face found anywhere else, and every face after a scene cut, starts a
+new track with a new id.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .boxes import box_iou, match_boxes, widen_box
+from .boxes import box_iou, box_overlap, match_boxes, widen_box
 from .detectors import NO_BOXES
 from .image import to_gray
 
@@ -25,10 +29,30 @@ THUMBNAIL = (64, 36)  # the frame size at which scene cuts are measured
 
 @dataclass
 class Track:
-    """A known face: its last box and how many searches in a row have missed it."""
+    """A known face: its id, its last box and how many searches in a row have missed it."""
+    id: int
     box: np.ndarray
     lost: int = 0
     score: float | None = None  # the detector's score when it last found the face (None: it gives none)
+
+
+class SceneCuts:
+    """`cuts(frame)` is True when the frame differs from the previous one as a whole (a cut, a camera switch):
+    the mean absolute change of a 64x36 gray thumbnail (0-255) above `threshold` (0 turns this off)."""
+
+    def __init__(self, threshold: float = 20.0):
+        self.threshold = threshold
+        self.reset()
+
+    def reset(self) -> None:
+        self._thumbnail: np.ndarray | None = None
+
+    def __call__(self, frame: np.ndarray) -> bool:
+        previous = self._thumbnail
+        self._thumbnail = to_gray(cv2.resize(frame, THUMBNAIL, interpolation=cv2.INTER_AREA))
+        if previous is None or not self.threshold:
+            return False
+        return float(cv2.absdiff(self._thumbnail, previous).mean()) > self.threshold
 
 
 def tracked(detector, every: int = DEFAULT_DETECT_EVERY):
@@ -52,7 +76,9 @@ class IntervalDetector:
     keep_lost: searches in a row that may miss a face before it is forgotten.
     redetect_after: a face missed by this many searches in a row triggers a full-frame detection.
     cut_threshold: mean absolute change of a 64x36 gray thumbnail (0-255) that counts as a scene
-        cut: known faces are dropped and the whole frame searched at once (0 turns this off).
+        cut (`SceneCuts`): known faces are dropped and the whole frame searched at once (0 turns this off).
+    After `detect(frame)`, `last_ids` holds the track id of each returned box (in order) and `scene_cut` says
+    whether the frame was a cut.
     """
 
     def __init__(self, detector, every: int = DEFAULT_DETECT_EVERY, follow_every: int = 2,
@@ -64,31 +90,33 @@ class IntervalDetector:
         if search_margin is None:
             search_margin = getattr(detector, "search_margin", 0.35)
         self.search_margin, self.size_change = search_margin, size_change
-        self.keep_lost, self.redetect_after, self.cut_threshold = keep_lost, redetect_after, cut_threshold
+        self.keep_lost, self.redetect_after = keep_lost, redetect_after
+        self.cuts = SceneCuts(cut_threshold)
         self.reset()
 
     def reset(self) -> None:
-        """Forget every face (a new video starts)."""
+        """Forget every face (a new video starts); track ids start again at 0."""
         self.tracks: list[Track] = []
         self.since_full: int | None = None
-        self._thumbnail: np.ndarray | None = None
+        self.cuts.reset()
         self.carried_over = False  # True when the last frame's boxes were carried over, not searched for
+        self.scene_cut = False  # True when the last frame was a scene cut
+        self.last_ids: list[int] = []  # the track id of each box the last detect() returned
+        self._next_id = 0
 
-    def _scene_cut(self, frame: np.ndarray) -> bool:
-        """True when the frame differs from the previous one as a whole (a cut, a camera switch)."""
-        previous = self._thumbnail
-        self._thumbnail = to_gray(cv2.resize(frame, THUMBNAIL, interpolation=cv2.INTER_AREA))
-        if previous is None or not self.cut_threshold:
-            return False
-        return float(cv2.absdiff(self._thumbnail, previous).mean()) > self.cut_threshold
+    def _new_track(self, box: np.ndarray) -> Track:
+        self._next_id += 1
+        return Track(self._next_id - 1, box, score=self._score(box))
 
     def _follow(self, frame: np.ndarray, tracks: list[Track]) -> None:
-        """Look for each track's face near its last box, at sizes near its own."""
+        """Look for each track's face near its last box, at sizes near its own (not another track's face)."""
         for track in tracks:
             width = int(track.box[2])
             roi = widen_box(track.box, self.search_margin, frame.shape)
             found = self.detector.detect(frame, roi=roi, size_range=(width / self.size_change,
                                                                      width * self.size_change))
+            others = [t.box for t in self.tracks if t is not track and t.lost == 0]
+            found = [f for f in found if not any(box_overlap(f, other) > 0.7 for other in others)]
             if len(found) == 0:
                 track.lost += 1
             else:
@@ -101,10 +129,18 @@ class IntervalDetector:
         found = self.detector.detect(frame)
         if cut:
             self.tracks = []
-        matched = set(match_boxes([t.box for t in self.tracks], list(found), threshold=0.3).values())
-        unseen = [t for i, t in enumerate(self.tracks) if i not in matched]
+        matched = match_boxes([t.box for t in self.tracks], list(found), threshold=0.3)  # found -> track
+        unseen = [t for i, t in enumerate(self.tracks) if i not in matched.values()]
         self._follow(frame, unseen)
-        self.tracks = [Track(box, score=self._score(box)) for box in found] + unseen
+        renewed = []
+        for i, box in enumerate(found):
+            if i in matched:  # the same face, found again
+                track = self.tracks[matched[i]]
+                track.box, track.lost, track.score = box, 0, self._score(box)
+                renewed.append(track)
+            else:
+                renewed.append(self._new_track(box))
+        self.tracks = renewed + unseen
         self.since_full = 0
 
     def _score(self, box) -> float | None:
@@ -117,7 +153,7 @@ class IntervalDetector:
 
     def detect(self, frame: np.ndarray) -> np.ndarray:
         """Boxes [K, 4] of the faces seen (or carried over) in this frame."""
-        cut = self._scene_cut(frame)
+        cut = self.scene_cut = self.cuts(frame)
         lost_a_face = any(t.lost == self.redetect_after for t in self.tracks)
         self.carried_over = False
         if cut or lost_a_face or self.since_full is None or self.since_full + 1 >= self.every:
@@ -133,5 +169,6 @@ class IntervalDetector:
             if track.lost <= self.keep_lost and not any(box_iou(k.box, track.box) > 0.5 for k in kept):
                 kept.append(track)
         self.tracks = kept
-        seen = [t.box for t in kept if t.lost == 0]
-        return np.array(seen, dtype=np.int32).reshape(-1, 4) if seen else NO_BOXES.copy()
+        seen = [t for t in kept if t.lost == 0]
+        self.last_ids = [t.id for t in seen]
+        return np.array([t.box for t in seen], dtype=np.int32).reshape(-1, 4) if seen else NO_BOXES.copy()

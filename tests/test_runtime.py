@@ -196,6 +196,48 @@ def test_smoothing_math_and_one_to_one_matching():
     np.testing.assert_allclose(out[1]["vector"], [0, 0, 1])
 
 
+def test_smoothing_follows_track_ids_when_the_results_carry_them():
+    """A stream's results carry track ids: the same id blends even when the box jumped; a new id, even on the same
+    box (the next person after a scene cut), starts fresh."""
+    smooth = LinearExponentialSmoothing(rate=0.3)
+    box = (0, 0, 100, 100)
+    smooth([{**_result(box, [1, 0, 0]), "track_id": 0}, {**_result((300, 0, 90, 90), [0, 1, 0]), "track_id": 1}])
+    out = smooth([{**_result(box, [0, 0, 1]), "track_id": 2}, {**_result((400, 0, 90, 90), [0, 0, 1]), "track_id": 1}])
+    np.testing.assert_allclose(out[0]["vector"], [0, 0, 1])  # a new track on the old box: fresh
+    np.testing.assert_allclose(out[1]["vector"], [0, 0.7, 0.3])  # track 1, wherever its box is now
+
+
+def test_face_ids_without_a_tracker_change_at_a_scene_cut():
+    from runtime.identities import FaceIds
+
+    ids, box = FaceIds(), (100, 100, 80, 80)
+    dark, bright = np.full((360, 640, 3), 40, np.uint8), np.full((360, 640, 3), 200, np.uint8)
+    assert ids([box], dark) == [0] and ids([(104, 100, 80, 80)], dark) == [0]  # followed
+    assert ids([(104, 100, 80, 80)], bright) == [1]  # the same place after a cut: another person
+    assert ids([(400, 100, 80, 80), (104, 100, 80, 80)], bright) == [2, 1]
+    ids.reset()
+    assert ids([box], dark) == [0]
+
+
+def test_smoothing_starts_afresh_at_the_clips_scene_cuts(media):
+    """With the shipped model and YuNet: on the first frame after each cut every face's probabilities are the
+    classifier's own (nothing blended in from the shot before); one frame later they are smoothed."""
+    from runtime import create_detector
+
+    def run(smoother):
+        solver = VideoSolver(create_detector("auto", detect_width=640), ExpressionClassifier(), smoother=smoother)
+        with solver.start(media / "short_hamilton_clip.mp4"):
+            return [[(r["track_id"], r["vector"]) for r in results] for results, _ in solver]
+
+    smoothed, raw = run(LinearExponentialSmoothing(0.3)), run(None)
+    assert len(smoothed) == 275
+    for cut in (82, 211):
+        assert smoothed[cut] and [i for i, _ in smoothed[cut]] == [i for i, _ in raw[cut]]
+        for (_, s), (_, r) in zip(smoothed[cut], raw[cut]):
+            np.testing.assert_allclose(s, r, rtol=1e-6)
+        assert any(not np.allclose(s, r) for (_, s), (_, r) in zip(smoothed[cut + 2], raw[cut + 2]))
+
+
 def test_batch_solver_json(tiny_onnx):
     solver = BatchSolver(CascadeFaceDetector(), ExpressionClassifier(tiny_onnx), batch_size=2)
     face = cv2.imread(str(DATA / "obama-480p.jpg"))

@@ -149,3 +149,56 @@ def test_yunet_region_search_shrinks_the_region_to_the_face_size(yunet_model, fa
     detector.region_face_width = None  # full resolution
     assert box_iou(detector.detect(frame, roi=roi, size_range=(width / 1.3, width * 1.3))[0], box) > 0.8
     assert detector._input_size == (roi[2], roi[3])
+
+
+def test_a_track_keeps_its_id_while_followed_and_found_again(face_patch):
+    tracker = IntervalDetector(CascadeFaceDetector(), every=15, follow_every=1, redetect_after=3)
+    ids = []
+    for i in range(20):  # a face moving slowly across the frame: one track
+        boxes = tracker.detect(canvas(face_patch, 100 + 6 * i, 60 + i))
+        assert len(boxes) == 1 and len(tracker.last_ids) == 1, f"frame {i}"
+        ids.append(tracker.last_ids[0])
+    assert set(ids) == {0}
+    empty = canvas(None, 0, 0)  # the face is gone for a few frames (too little change to be a cut) ...
+    for _ in range(3):
+        assert len(tracker.detect(empty)) == 0 and tracker.last_ids == []
+    for i in range(6):  # ... and back where it was: the same track, found again near its last box
+        boxes = tracker.detect(canvas(face_patch, 220, 80))
+    assert len(boxes) == 1 and tracker.last_ids == [0]
+
+
+def test_a_scene_cut_and_a_face_far_away_start_new_tracks(face_patch):
+    tracker = IntervalDetector(CascadeFaceDetector(), every=15)
+    for _ in range(3):
+        tracker.detect(canvas(face_patch, 200, 100))
+    assert tracker.last_ids == [0] and not tracker.scene_cut
+    tracker.detect(canvas(face_patch, 220, 100, background=230))  # a cut: a face at almost the same place
+    assert tracker.scene_cut and tracker.last_ids == [1]  # is another person: a new track
+    for _ in range(3):
+        tracker.detect(canvas(face_patch, 220, 100, background=230))
+    assert tracker.last_ids == [1] and not tracker.scene_cut
+    tracker.cuts.threshold = 0  # no cut detection: a face that jumps beyond its search region, found by the
+    for _ in range(15):  # next full detection, is a new track too
+        boxes = tracker.detect(canvas(face_patch, 450, 150, background=230))
+    assert len(boxes) == 1 and abs(int(boxes[0][0]) - 450) < 60 and tracker.last_ids == [2]
+    tracker.reset()
+    tracker.detect(canvas(face_patch, 200, 100))
+    assert tracker.last_ids == [0]  # a new video: ids start again
+
+
+def test_a_track_never_takes_over_another_tracks_face(face_patch):
+    """Two faces side by side; one of them leaves. Its track, still searching around its last box, finds the face
+    that stayed (its region reaches it) but that face has its own track: the lost track is not moved onto it."""
+    small = cv2.resize(face_patch, (120, round(120 * face_patch.shape[0] / face_patch.shape[1])))
+    both = canvas(small, 120, 100)
+    both[100:100 + small.shape[0], 250:370] = small
+    tracker = IntervalDetector(CascadeFaceDetector(), every=1000, follow_every=1, keep_lost=20, redetect_after=100)
+    tracker.detect(both)
+    assert len(tracker.last_ids) == 2
+    stayed = dict(zip(tracker.last_ids, (int(b[0]) for b in tracker.detect(both))))
+    one = canvas(small, 120, 100)
+    for _ in range(10):
+        boxes = tracker.detect(one)
+        assert len(boxes) == 1, "the face that stayed is reported once"
+    kept = [i for i, x in stayed.items() if x < 200]
+    assert tracker.last_ids == kept
