@@ -22,6 +22,10 @@ machine: a training run beside it halves every number.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # `python -m benchmarks.train_speed` in a runtime-only install: one line, not a traceback
+    from training.launch import exit_without_torch
+    exit_without_torch("python -m benchmarks.train_speed")
+
 import argparse
 import os
 import statistics

@@ -16,6 +16,10 @@ checkpoint (`fer-train --qat --pretrained CHECKPOINT`), when given.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # `python -m export.to_onnx` in a runtime-only install: one line, not a traceback
+    from training.launch import exit_without_torch
+    exit_without_torch("python -m export.to_onnx")
+
 import argparse
 import json
 import os

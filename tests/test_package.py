@@ -69,3 +69,33 @@ def test_python_m_help(module):
     done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and "usage:" in done.stdout
+
+
+TORCH_MODULES = ("benchmarks.train_speed", "export.to_onnx", "training.eval", "training.pack", "training.train")
+NEEDS_EXTRA = ("this command needs PyTorch, part of the training extra: pip install 'fer-edge[train]' "
+               "(or, in a checkout: pip install -e '.[train]')")
+
+
+@pytest.mark.parametrize("module", TORCH_MODULES)
+def test_python_m_of_a_torch_module_without_torch_is_one_line(module):
+    """`python -m training.train` and the like in a runtime-only install: one line naming the extra, exit 2. Where
+    torch is installed it is hidden from the interpreter (runpy runs the module as `python -m` does); in the
+    torch-free venv it is the real `python -m`."""
+    if _has_torch():
+        code = (f"import runpy, sys; sys.modules['torch'] = None; sys.argv = ['{module}', '--help']; "
+                f"runpy.run_module('{module}', run_name='__main__', alter_sys=True)")
+        command = [sys.executable, "-c", code]
+    else:
+        command = [sys.executable, "-m", module, "--help"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip() == f"python -m {module}: error: {NEEDS_EXTRA}"
+
+
+def test_the_package_ships_yunet_and_its_license():
+    """What `pip install .` puts on disk includes YuNet and its license (package data, not only the checkout)."""
+    files = metadata.files("fer-edge") if _requirements() else None
+    names = {str(f) for f in files or []}
+    if not any(name.endswith("runtime/camera.py") for name in names):
+        pytest.skip("an editable install (pip install -e .): the package's files are the checkout's")
+    assert {"runtime/data/face_detection_yunet_2026may.onnx", "runtime/data/LICENSE-YuNet.txt"} <= names

@@ -10,6 +10,10 @@ measure what distilling them could at best reach.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # `python -m training.eval` in a runtime-only install: one line, not a traceback
+    from training.launch import exit_without_torch
+    exit_without_torch("python -m training.eval")
+
 import argparse
 import json
 import sys

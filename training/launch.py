@@ -1,6 +1,7 @@
 """Console-script launchers for the commands that need PyTorch (fer-train, fer-eval, fer-export,
 fer-bench-train): in a runtime-only install they say so in one line (exit 2) instead of a traceback.
-This module imports nothing of torch itself."""
+`python -m` of those modules does the same through `exit_without_torch`. This module imports nothing of torch
+itself."""
 from __future__ import annotations
 
 import importlib
@@ -9,12 +10,17 @@ import sys
 EXTRA = "pip install 'fer-edge[train]' (or, in a checkout: pip install -e '.[train]')"
 
 
-def _launch(module: str, prog: str) -> int:
+def exit_without_torch(prog: str) -> None:
+    """Exit 2 with one line naming the training extra when PyTorch is not installed."""
     try:
         import torch  # noqa: F401
     except ImportError:
         print(f"{prog}: error: this command needs PyTorch, part of the training extra: {EXTRA}", file=sys.stderr)
-        return 2
+        sys.exit(2)
+
+
+def _launch(module: str, prog: str) -> int:
+    exit_without_torch(prog)
     return importlib.import_module(module).main()
 
 

@@ -13,6 +13,10 @@ state dict renamed onto timm's keys, without the 1000-class head, in half precis
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # `python -m training.pack` in a runtime-only install: one line, not a traceback
+    from training.launch import exit_without_torch
+    exit_without_torch("python -m training.pack")
+
 import argparse
 import sys
 from pathlib import Path

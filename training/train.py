@@ -8,6 +8,10 @@ when EMA is on), a row in `metrics.csv` and the curves in `curves.png`.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # `python -m training.train` in a runtime-only install: one line, not a traceback
+    from training.launch import exit_without_torch
+    exit_without_torch("python -m training.train")
+
 import argparse
 import csv
 import itertools
