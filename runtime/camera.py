@@ -1,19 +1,24 @@
-"""Expression recognition on a camera, a video, an image or a folder of images.
+"""Expression recognition on a camera, a network stream, the Pi Camera Module, a video, an image or a folder.
 
     python -m runtime.camera                       # camera 0, window if a display exists
+    python -m runtime.camera --source picamera --headless --serve 8080   # Raspberry Pi Camera Module (Picamera2)
+    python -m runtime.camera --source rtsp://user:pass@cam/stream --headless --json faces.jsonl
     python -m runtime.camera --source clip.mp4 --headless --output out.mp4 --json out.jsonl
     python -m runtime.camera --source photos/      # one line per face on the terminal
 
 With a display it shows the live visualizer (q or Esc quits); headless (e.g. a Pi over ssh) it
 writes the files and prints a progress line. Ctrl-C stops after the current frame, every output
 finalized and holding the same frames (a second Ctrl-C interrupts at once), exit code 130.
-Exit codes: 0 done, 1 done but some images could not be read, 2 a usage error (nothing processed), 130 Ctrl-C.
+A live source that stops delivering is reopened (--reconnect); a slow pipeline skips a live source's frames rather
+than falling behind. Exit codes: 0 done, 1 done but some images could not be read or a live source was lost, 2 a
+usage error (nothing processed), 130 Ctrl-C.
 """
 from __future__ import annotations
 
 import argparse
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -34,6 +39,8 @@ from .serve import LOOPBACK, LiveView
 from .pipeline import FramePipeline
 from .smoothing import LinearExponentialSmoothing
 from .solvers import StreamSolver
+from .sources import RECONNECT_S, SourceError, SourceLost, SourceSpec, parse_source
+from .terminal import ProgressLine
 from .tracking import DEFAULT_DETECT_EVERY
 from .visualizer import Visualizer, draw_faces, has_display
 
@@ -53,6 +60,14 @@ def _checked(kind: Callable, accepts: Callable[[float], bool], expected: str) ->
     return parse
 
 
+def _size(text: str) -> tuple[int, int]:
+    """An argparse type: WxH, e.g. 1280x720."""
+    match = re.fullmatch(r"(\d+)[xX](\d+)", text)
+    if not match or not all(16 <= int(v) <= 8192 for v in match.groups()):
+        raise argparse.ArgumentTypeError(f"expected WxH with sides from 16 to 8192, e.g. 1280x720, got {text!r}")
+    return int(match[1]), int(match[2])
+
+
 class OneLineParser(argparse.ArgumentParser):
     """An argument error is one line (no usage block above it), exit code 2."""
 
@@ -62,13 +77,22 @@ class OneLineParser(argparse.ArgumentParser):
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = OneLineParser(prog="fer-camera", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", default="0", help="camera index, video file, image file or folder of images")
+    p.add_argument("--source", default="0", help="camera index or /dev/videoN, rtsp:// rtsps:// http:// https:// "
+                                                 "stream, picamera[:N] (Raspberry Pi Camera Module), video file, "
+                                                 "image file or folder of images (default 0)")
+    p.add_argument("--camera-size", type=_size, metavar="WxH", help="ask a camera or the Pi Camera Module for this "
+                                                                     "frame size (the start-up line says what it gives)")
+    p.add_argument("--camera-fps", type=_checked(float, lambda v: 0 < v <= 240, "a rate in (0, 240]"),
+                   help="ask a camera or the Pi Camera Module for this frame rate")
+    p.add_argument("--reconnect", type=_checked(float, lambda v: math.isfinite(v) and v >= 0, "seconds >= 0"),
+                   default=RECONNECT_S, metavar="SECONDS",
+                   help="a live source that stops delivering is reopened (after 1 s, doubling to 30 s) for up to "
+                        "this long each time; 0 gives up at once (default %(default)g)")
     p.add_argument("--model", help=f"expression ONNX model: {' or '.join(SHIPPED_MODELS)} (the shipped ones, "
                                    "default fp32) or a file")
     p.add_argument("--detector", choices=DETECTORS, default="auto",
-                   help="auto (default): YuNet when installed (python -m runtime.models download yunet) or given "
-                        "with --detector-model, else the Haar cascade")
-    p.add_argument("--detector-model", help="YuNet ONNX file (default: the one in the model folder)")
+                   help="auto (default) or yunet: YuNet, shipped in the package; haar: OpenCV's Haar cascade")
+    p.add_argument("--detector-model", help="YuNet ONNX file (default: the model folder's, else the package's)")
     p.add_argument("--smoothing", type=_checked(float, lambda v: math.isfinite(v) and 0 <= v < 1, "a rate in [0, 1)"),
                    default=0.3, help="smoothing rate across frames, 0 turns it off (default %(default)s)")
     p.add_argument("--detect-every", type=_checked(int, lambda v: v >= 1, "an integer >= 1"),
@@ -114,14 +138,25 @@ def build_parts(args: argparse.Namespace, video: bool):
     """(detector, classifier, smoother) as the options ask; smoothing only for video streams."""
     detect_width = (VIDEO_DETECT_WIDTH if video else None) if args.detect_width is None else args.detect_width or None
     detector = create_detector(args.detector, args.detector_model, detect_width)
-    how_to_yunet = " (YuNet finds more faces: python -m runtime.models download yunet)" \
-        if isinstance(detector, CascadeFaceDetector) and args.detector == "auto" else ""
-    where = f" {detector.path}" if hasattr(detector, "path") else ""
     classifier = ExpressionClassifier(args.model, threads=args.threads)
-    if not args.quiet:
-        print(f"fer-camera: detector {detector.name}{where}{how_to_yunet}; model {classifier.path}", file=sys.stderr)
     smoother = LinearExponentialSmoothing(args.smoothing) if video and args.smoothing > 0 else None
     return detector, classifier, smoother
+
+
+def start_up_line(args: argparse.Namespace, spec: SourceSpec, images: list[Path] | None, solver, detector,
+                  classifier) -> str:
+    """What the run uses: the source and what it delivers (cameras negotiate), the detector and its file, the model."""
+    if images is not None:
+        source = f"{spec.display} ({len(images)} image{'s' if len(images) != 1 else ''})"
+    else:
+        size = solver.frames.size
+        delivers = [f"{size[0]}x{size[1]}" if size else "size not reported",
+                    f"{solver.fps:g} fps" if solver.fps else "fps not reported"]
+        source = f"{spec.display} ({', '.join(delivers)})"
+    where = f" {detector.path}" if hasattr(detector, "path") else ""
+    missing = " (no YuNet file in this install: reinstall fer-edge for the better detector)" \
+        if isinstance(detector, CascadeFaceDetector) and args.detector == "auto" else ""
+    return f"fer-camera: source {source}; detector {detector.name}{where}{missing}; model {classifier.path}"
 
 
 def image_files(source: Path) -> list[Path]:
@@ -151,21 +186,22 @@ def image_frames(files: list[Path], pipeline: FramePipeline, skipped: list[Path]
         yield Frame(index, None, path.name, image, pipeline(image))
 
 
-def stream_frames(solver, source: int | Path, loop: bool = False, paced: bool = False) -> Iterator[Frame]:
-    """Solved frames of a camera (an int) or a video; `loop` starts a video again at its end, `paced` plays it at
-    its own frame rate (as a camera would deliver it) instead of as fast as possible."""
-    is_camera = isinstance(source, int)
+def stream_frames(solver: StreamSolver, loop: bool = False, paced: bool = False) -> Iterator[Frame]:
+    """Solved frames of the solver's source; `loop` plays a video again at its end, `paced` plays it at its own frame
+    rate (as a camera would deliver it) instead of as fast as possible. A live source's frames are timed by their
+    arrival, a video's by its frame rate. SourceLost when a live source is gone for good."""
+    live = solver.source.live
     started, fps, index = time.monotonic(), solver.fps, 0
     while True:
         for results, frame in solver:
-            timestamp = time.monotonic() - started if is_camera or not fps else index / fps
-            if paced and fps and not is_camera:
+            timestamp = solver.timestamp if live else index / fps if fps else 0.0
+            if paced and fps and not live:
                 time.sleep(max(0.0, started + index / fps - time.monotonic()))
             yield Frame(index, round(timestamp, 3), None, frame, results)
             index += 1
-        if not loop or is_camera or index == 0:
+        if not loop or live or index == 0:
             return
-        solver.start(source)
+        solver.restart()
 
 
 def face_lines(frame: Frame) -> str:
@@ -199,48 +235,91 @@ def ctrl_c_between_frames() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
-def start_live_view(args: argparse.Namespace, detector, classifier) -> LiveView:
-    """The --serve web view, started; UsageError for a bad address or a port in use."""
-    host, _, port = args.serve.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
+def serve_address(text: str) -> tuple[str, int]:
+    """--serve's [HOST:]PORT as (host, port); UsageError when it is not one."""
+    host, _, port = text.rpartition(":")
     if not port.isdigit() or int(port) > 65535:
-        raise UsageError(f"--serve expects [HOST:]PORT, e.g. 8080 or 0.0.0.0:8080, got {args.serve}")
-    info = {"detector": detector.name, "model": Path(classifier.path).name}
+        raise UsageError(f"--serve expects [HOST:]PORT, e.g. 8080 or 0.0.0.0:8080, got {text}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def start_live_view(args: argparse.Namespace, spec: SourceSpec, detector, classifier) -> LiveView:
+    """The --serve web view, started (nothing printed); UsageError for a bad address or a port in use."""
+    host, port = serve_address(args.serve)
+    info = {"source": spec.display, "detector": detector.name, "model": Path(classifier.path).name}
     try:
-        view = LiveView(host, int(port), args.serve_token, args.jpeg_quality, args.serve_width, info).start()
+        return LiveView(host, port, args.serve_token, args.jpeg_quality, args.serve_width, info).start()
     except OSError as exc:
         raise UsageError(f"cannot serve on {host}:{port}: {exc.strerror or exc} (port in use? choose another "
                          "with --serve)") from None
-    print(f"fer-camera: live view at {view.url}", file=sys.stderr, flush=True)
-    if host not in LOOPBACK and not args.serve_token:
-        print(f"fer-camera: warning: the live view on {host} is unauthenticated: anyone who can reach this machine "
-              "can watch; set --serve-token or FER_EDGE_TOKEN", file=sys.stderr, flush=True)
-    return view
+
+
+def live_view_lines(args: argparse.Namespace, view: LiveView) -> list[str]:
+    """Where the live view is, and a warning when anyone on the network may watch it."""
+    lines = [f"fer-camera: live view at {view.url}"]
+    if view.host not in LOOPBACK and not args.serve_token:
+        lines.append(f"fer-camera: warning: the live view on {view.host} is unauthenticated: anyone who can reach "
+                     "this machine can watch; set --serve-token or FER_EDGE_TOKEN")
+    return lines
+
+
+def check_source(args: argparse.Namespace) -> tuple[SourceSpec, list[Path] | None]:
+    """The source, and the images to process (None for a stream); UsageError for a source that cannot be used."""
+    try:
+        spec = parse_source(args.source)
+    except SourceError as exc:
+        raise UsageError(str(exc)) from None
+    path, images = Path(args.source), None
+    if spec.kind == "file":
+        if not path.exists():
+            raise UsageError(f"source not found: {args.source} (give a camera index, /dev/videoN, a stream URL, "
+                             "picamera, a video, an image or a folder)")
+        if path.is_dir() or path.suffix.lower() in IMAGE_EXTENSIONS:
+            images = image_files(path)
+        if images is not None and not path.is_dir() and read_image(path) is None:
+            raise UsageError(f"cannot read image {path}: not an image file OpenCV can decode")
+    if images is not None and (args.serve or args.loop):
+        raise UsageError("--serve and --loop are for a camera, a stream or a video")
+    if (args.camera_size or args.camera_fps) and spec.kind not in ("camera", "picamera"):
+        raise UsageError("--camera-size and --camera-fps are for a camera or the Pi Camera Module")
+    if args.serve:
+        serve_address(args.serve)
+    return spec, images
+
+
+def status_of(solver) -> dict:
+    """A live source's counters (dropped frames, reconnects, frames per second arriving) for /health."""
+    frames = solver.frames
+    return {"source_fps": frames.delivered_fps(), "dropped": frames.dropped, "reconnects": frames.reconnects}
 
 
 def run(args: argparse.Namespace) -> int:
-    source = args.source
-    is_camera = source.isdigit()
-    path = Path(source)
-    if not is_camera and not path.exists():
-        raise UsageError(f"source not found: {source} (give a camera index, a video, an image or a folder)")
-    images = image_files(path) if not is_camera and (path.is_dir() or path.suffix.lower() in IMAGE_EXTENSIONS) else None
-    if images is not None and not path.is_dir() and read_image(path) is None:
-        raise UsageError(f"cannot read image {path}: not an image file OpenCV can decode")
-    if images is not None and (args.serve or args.loop):
-        raise UsageError("--serve and --loop are for a camera or a video")
+    """Check everything, open everything (any usage error is raised before a line is printed), then process."""
+    spec, images = check_source(args)
     detector, classifier, smoother = build_parts(args, video=images is None)
-    solver, skipped, view = None, [], None
-    if images is None:
-        solver = StreamSolver(detector, classifier, detect_every=args.detect_every, smoother=smoother)
-        solver.start(int(source) if is_camera else path)
-    outputs = Outputs(args, images, None if is_camera or images is not None else path,
-                      getattr(solver, "fps", 0.0), classifier.labels)
-    if args.serve:
-        view = start_live_view(args, detector, classifier)
-    frames = stream_frames(solver, int(source) if is_camera else path, args.loop, paced=bool(view)) if solver \
-        else image_frames(images, FramePipeline(detector, classifier), skipped)
     window = not args.headless and has_display()
+    progress = ProgressLine(enabled=images is None and not window and not args.quiet)
+    solver, skipped, view, outputs = None, [], None, None
+    try:
+        if images is None:
+            solver = StreamSolver(detector, classifier, detect_every=args.detect_every, smoother=smoother)
+            solver.start(spec, args.camera_size, args.camera_fps, args.reconnect,
+                         notify=lambda message: progress.line(f"fer-camera: warning: {message}"))
+        if args.serve:
+            view = start_live_view(args, spec, detector, classifier)
+        outputs = Outputs(args, images, Path(args.source) if spec.kind == "file" and images is None else None,
+                          getattr(solver, "fps", 0.0), classifier.labels, spec.display)
+    except BaseException:
+        for part in (view, solver):
+            if part is not None:
+                part.close()
+        raise
+    if not args.quiet:
+        print(start_up_line(args, spec, images, solver, detector, classifier), file=sys.stderr, flush=True)
+    for line in live_view_lines(args, view) if view else []:
+        print(line, file=sys.stderr, flush=True)
+    frames = stream_frames(solver, args.loop, paced=bool(view)) if solver \
+        else image_frames(images, FramePipeline(detector, classifier), skipped)
     visualizer = Visualizer(classifier.labels) if window else None
     count, faces, started, last_print = 0, 0, time.monotonic(), 0.0
     stopped, code = "", 0
@@ -250,7 +329,8 @@ def run(args: argparse.Namespace) -> int:
                 annotated = draw_faces(to_bgr(frame.image).copy(), frame.results) if args.output or view else None
                 outputs.write(frame, annotated)
                 if view is not None:
-                    view.publish(annotated, frame_record(frame, classifier.labels))
+                    view.publish(annotated, frame_record(frame, classifier.labels),
+                                 status_of(solver) if spec.live else None)
                 count, faces = count + 1, faces + len(frame.results)
                 if images is not None and not args.quiet:
                     print(face_lines(frame), flush=True)
@@ -259,10 +339,9 @@ def run(args: argparse.Namespace) -> int:
                     if visualizer.show() in (ord("q"), 27):
                         stopped = " (quit)"
                         break
-                elif images is None and not args.quiet and time.monotonic() - last_print > 1.0:
+                elif time.monotonic() - last_print > 1.0:
                     last_print = time.monotonic()
-                    print(f"\rframes {count}, faces {faces}, {count / (last_print - started + 1e-9):.1f} fps",
-                          end="", file=sys.stderr, flush=True)
+                    progress.update(counts(count, faces, count / (last_print - started + 1e-9), solver, spec))
                 if ctrl_c.is_set():
                     stopped, code = " (stopped by Ctrl-C)", 130
                     break
@@ -270,6 +349,8 @@ def run(args: argparse.Namespace) -> int:
                     break
     except KeyboardInterrupt:
         stopped, code = " (stopped by Ctrl-C)", 130
+    except SourceLost:  # the reader already said why, line by line
+        stopped, code = f" ({spec.display} lost)", 1
     finally:
         if view is not None:
             view.close()
@@ -278,18 +359,31 @@ def run(args: argparse.Namespace) -> int:
             solver.close()
         if visualizer is not None:
             visualizer.close()
+    progress.end()
     elapsed = time.monotonic() - started
     what = "images" if images is not None else "frames"
     skip = f", {len(skipped)} unreadable image(s) skipped" if skipped else ""
     if not args.quiet or skipped or code:
-        print(f"{chr(10) if last_print else ''}{count} {what}, {faces} faces, {count / max(elapsed, 1e-9):.1f} fps"
-              f"{skip}{stopped}", file=sys.stderr)
+        line = counts(count, faces, count / max(elapsed, 1e-9), solver, spec, closing=what)
+        print(f"{line}{skip}{stopped}", file=sys.stderr)
     if not args.quiet:
         for name, where in (("annotated output", args.output), ("JSON lines", args.json), ("summary", args.summary),
                             ("chart", args.plot)):
             if where:
                 print(f"{name}: {where}")
     return code or (1 if skipped else 0)
+
+
+def counts(count: int, faces: int, fps: float, solver, spec: SourceSpec, closing: str | None = None) -> str:
+    """The progress line ('frames 120, faces 80, ...') or, given what was counted (`closing`: frames, images), the
+    closing one ('120 frames, 80 faces, ...'); a live source's dropped frames and reconnects follow."""
+    line = f"{count} {closing}, {faces} faces" if closing else f"frames {count}, faces {faces}"
+    line += f", {fps:.1f} fps"
+    if solver is not None and spec.live and solver.frames is not None:
+        line += f", {solver.frames.dropped} dropped"
+        if solver.frames.reconnects:
+            line += f", {solver.frames.reconnects} reconnect{'s' if solver.frames.reconnects > 1 else ''}"
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:

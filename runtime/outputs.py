@@ -78,7 +78,10 @@ class Outputs:
 
     Every path is checked against the inputs (`refuse_overwrites`) before any file is created."""
 
-    def __init__(self, args, images: list[Path] | None, video: Path | None, fps: float, labels: list[str]):
+    def __init__(self, args, images: list[Path] | None, video: Path | None, fps: float, labels: list[str],
+                 source: str = ""):
+        """`video`: the input video file (never overwritten); `source`: how the source is shown (the chart's title,
+        credentials masked)."""
         self.output = Path(args.output) if args.output else None
         self.images, self.fps, self.labels = images, fps or 30.0, labels
         self.writer: cv2.VideoWriter | None = None
@@ -107,7 +110,7 @@ class Outputs:
         if args.summary:
             self.csv = SummaryCsv(self._open(args.summary, newline=""), labels)
         if self.plot_path:
-            self.plot = ExpressionPlot(labels)
+            self.plot = ExpressionPlot(labels, source)
 
     @staticmethod
     def _open(path, **kwargs):

@@ -36,8 +36,8 @@ class SummaryCsv:
 class ExpressionPlot:
     """Collects each tracked face's probabilities over time; `save(path)` draws one chart per face."""
 
-    def __init__(self, labels: list[str]):
-        self.labels = labels
+    def __init__(self, labels: list[str], title: str = ""):
+        self.labels, self.title = labels, title  # title: the source, shown above the charts
         self.series: dict[int, list[tuple[float, np.ndarray]]] = defaultdict(list)
 
     def add(self, index: int, timestamp: float | None, results: list[dict]) -> None:
@@ -49,12 +49,15 @@ class ExpressionPlot:
         """The chart (BGR): a legend, then the longest-followed faces, each label's probability over time."""
         faces = sorted(self.series, key=lambda k: -len(self.series[k]))[:MAX_FACES]
         width, height = PANEL
-        legend = 40
-        image = np.full((legend + max(1, len(faces)) * height, width, 3), 255, np.uint8)
+        top_rows = 40 + (24 if self.title else 0)
+        image = np.full((top_rows + max(1, len(faces)) * height, width, 3), 255, np.uint8)
+        if self.title:
+            cv2.putText(image, self.title[:110], (10, 20), FONT, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
         for i, name in enumerate(self.labels):
-            x = 10 + i * (width - 20) // len(self.labels)
-            cv2.rectangle(image, (x, 14), (x + 16, 28), PALETTE[i % len(PALETTE)], -1)
-            cv2.putText(image, name, (x + 22, 27), FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+            x, y = 10 + i * (width - 20) // len(self.labels), top_rows - 26
+            cv2.rectangle(image, (x, y), (x + 16, y + 14), PALETTE[i % len(PALETTE)], -1)
+            cv2.putText(image, name, (x + 22, y + 13), FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        legend = top_rows
         if not faces:
             cv2.putText(image, "no face found", (20, legend + height // 2), FONT, 0.8, (0, 0, 0), 2, cv2.LINE_AA)
         times = [t for k in faces for t, _ in self.series[k]]
@@ -64,8 +67,8 @@ class ExpressionPlot:
             top = legend + row * height
             left, right, plot_top, plot_bottom = 70, width - 15, top + 28, top + height - 22
             points = self.series[key]
-            cv2.putText(image, f"face {key}: {len(points)} frames", (left, top + 18), FONT, 0.5, (0, 0, 0), 1,
-                        cv2.LINE_AA)
+            title = f"face {key}: {len(points)} frames, {points[0][0]:.1f}-{points[-1][0]:.1f} s"
+            cv2.putText(image, title, (left, top + 18), FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
             cv2.rectangle(image, (left, plot_top), (right, plot_bottom), (160, 160, 160), 1)
             for value in (0.0, 0.5, 1.0):
                 y = round(plot_bottom - value * (plot_bottom - plot_top))

@@ -18,7 +18,8 @@ LABELS = ["Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutr
 
 
 def _camera(*args, timeout=300, model_home=ROOT / "tests" / "no-such-model-folder"):
-    """fer-camera with FER_EDGE_HOME set (an empty model folder by default: --detector auto picks Haar)."""
+    """fer-camera with FER_EDGE_HOME set (an empty model folder by default: --detector auto picks the package's
+    YuNet)."""
     env = {**os.environ, "FER_EDGE_HOME": str(model_home)}
     return subprocess.run([sys.executable, "-m", "runtime.camera", *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, env=env)
@@ -38,7 +39,7 @@ def test_headless_video_writes_playable_video_and_json(tiny_onnx, media, tmp_pat
     assert [r["frame"] for r in records] == list(range(40))
     assert records[1]["timestamp"] == pytest.approx(1 / 29.97, abs=1e-3)
     faces = [f for r in records for f in r["faces"]]
-    assert faces and set(faces[0]) == {"box", "label", "probability", "vector", "scores", "track_id"}
+    assert faces and set(faces[0]) == {"box", "label", "probability", "vector", "scores", "track_id", "detector_score"}
     assert len(faces[0]["vector"]) == 7
 
 
@@ -61,7 +62,28 @@ def test_image_folder_and_single_image(tiny_onnx, tmp_path):
     (["--source", "tests/data", "--model", "missing.onnx"], "model not found: missing.onnx"),
     (["--source", "tests/data", "--model", "setup.cfg"], "cannot load ONNX model setup.cfg"),
     (["--source", "tests/data/obama-480p.jpg", "--output", "/proc/nope/out.png"], "cannot create output folder"),
-    (["--source", "tests/data", "--detector", "yunet"], "YuNet is not installed: run `python -m runtime.models download"),
+    (["--source", "tests/data", "--detector", "yunet", "--detector-model", "missing.onnx"],
+     "YuNet model not found: missing.onnx"),
+    (["--source", "tests/data/obama-480p.jpg", "--output", "tests/data/obama-480p.jpg"],
+     "--output tests/data/obama-480p.jpg would overwrite the input tests/data/obama-480p.jpg"),
+    (["--source", "tests/data", "--output", "tests/data"], "would overwrite the input"),
+    (["--source", "tests/data/obama-480p.jpg", "--json", "a.jsonl", "--summary", "a.jsonl"],
+     "--summary and --plot follow faces over time"),
+    (["--source", "tests/data/tiny_expression.onnx"], "cannot open video tests/data/tiny_expression.onnx"),
+    (["--source", "CLIP", "--output", "out.png"], "--output for a video or camera must end in .mp4 or .avi"),
+    (["--source", "CLIP", "--output", "CLIP"], "would overwrite the input"),
+    (["--source", "CLIP", "--json", "same.txt", "--summary", "same.txt"], "--summary and --json are the same file"),
+    (["--source", "tests/data", "--serve", "8080"], "--serve and --loop are for a camera, a stream or a video"),
+    (["--source", "CLIP", "--camera-size", "640x480"], "--camera-size and --camera-fps are for a camera or the Pi"),
+    (["--source", "0", "--camera-size", "640"], "argument --camera-size: expected WxH with sides from 16 to 8192"),
+    (["--source", "0", "--camera-fps", "0"], "argument --camera-fps: expected a rate in (0, 240], got 0"),
+    (["--source", "0", "--reconnect", "-1"], "argument --reconnect: expected seconds >= 0, got -1"),
+    (["--source", "ftp://cam/x"], "cannot read ftp://cam/x: streams must be rtsp, rtsps, http, https URLs"),
+    (["--source", "tests/data/make_tiny_model.py", "--serve", "host:port"], "--serve expects [HOST:]PORT"),
+    (["--source", "tests/data/make_tiny_model.py", "--serve", "99999"], "--serve expects [HOST:]PORT"),
+    (["--source", str(ROOT / "tests" / "no-such-folder")], "source not found"),
+    (["--source", "tests/arm64"], "no images"),
+    (["--source", "tests/data", "--detector", "best"], "argument --detector: invalid choice: 'best'"),
     (["--source", "tests/data", "--detector", "yunet", "--detector-model", "tests/data/tiny_expression.onnx"],
      "is not a YuNet face-detection model"),
     (["--source", "tests/data", "--smoothing", "1"], "argument --smoothing: expected a rate in [0, 1), got 1"),
@@ -75,28 +97,56 @@ def test_image_folder_and_single_image(tiny_onnx, tmp_path):
     (["--source", "tests/data", "--summary", "s.csv"], "--summary and --plot follow faces over time"),
 ])
 def test_user_errors_exit_2_with_one_line(tiny_onnx, args, message):
+    """Every refusal is one line on stderr, before anything is printed (no start-up line) or written."""
+    if "CLIP" in args:
+        clip = ROOT.parent / "shared" / "media" / "short_hamilton_clip.mp4"
+        if not clip.is_file():
+            pytest.skip("sample media not found at ../shared/media")
+        args = [str(clip) if a == "CLIP" else a for a in args]
     if "--model" not in args:
         args = args + ["--model", str(tiny_onnx)]
     done = _camera(*args, "--headless")
     assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert lines[-1].startswith("fer-camera: error: ") and message in lines[-1]
+    assert done.stderr.startswith("fer-camera: error: ") and message in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "Traceback" not in done.stderr and "WARN" not in done.stderr  # OpenCV's own log lines are silenced
-    assert all(line.startswith("fer-camera:") for line in lines)
+    assert done.stdout == ""
 
 
-def test_auto_detector_is_named_at_start_up(tiny_onnx, yunet_model, tmp_path):
-    haar = _camera("--source", DATA / "obama-480p.jpg", "--model", tiny_onnx, "--headless")
-    assert haar.returncode == 0 and "detector Haar cascade (YuNet finds more faces: python -m runtime.models " \
-                                     "download yunet)" in haar.stderr
+def test_refusals_write_nothing_and_keep_what_is_there(tiny_onnx, media, tmp_path):
+    """A run refused after the source opened (here: a port in use) neither creates nor empties an output file."""
+    import socket
+
+    lines, earlier = tmp_path / "earlier.jsonl", '{"frame": 0}\n'
+    lines.write_text(earlier)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        done = _camera("--source", media / "short_hamilton_clip.mp4", "--model", tiny_onnx, "--headless",
+                       "--serve", busy.getsockname()[1], "--json", lines, "--summary", tmp_path / "s.csv")
+    assert done.returncode == 2 and "port in use?" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert lines.read_text() == earlier and not (tmp_path / "s.csv").exists()
+
+
+def test_start_up_line_names_the_detector_file(tiny_onnx, yunet_model, tmp_path):
+    """Out of the box YuNet, from the package; a file in the model folder takes precedence; Haar when asked."""
+    from runtime.models import BUNDLED
+
+    bundled = _camera("--source", DATA / "obama-480p.jpg", "--model", tiny_onnx, "--headless")
+    assert bundled.returncode == 0
+    assert bundled.stderr.splitlines()[0] == (f"fer-camera: source {DATA / 'obama-480p.jpg'} (1 image); "
+                                              f"detector YuNet {BUNDLED['yunet'].path}; model {tiny_onnx}")
     home = tmp_path / "models"
     home.mkdir()
     (home / "face_detection_yunet_2023mar.onnx").write_bytes(yunet_model.read_bytes())
     lines = tmp_path / "faces.jsonl"
     yunet = _camera("--source", DATA / "obama-480p.jpg", "--model", tiny_onnx, "--headless", "--json", lines,
                     model_home=home)
-    assert yunet.returncode == 0 and f"detector YuNet {home / 'face_detection_yunet_2023mar.onnx'}" in yunet.stderr
-    assert "YuNet finds more faces" not in yunet.stderr and len(json.loads(lines.read_text())["faces"]) == 1
+    assert yunet.returncode == 0 and f"detector YuNet {home / 'face_detection_yunet_2023mar.onnx'};" in yunet.stderr
+    assert len(json.loads(lines.read_text())["faces"]) == 1
+    haar = _camera("--source", DATA / "obama-480p.jpg", "--model", tiny_onnx, "--headless", "--detector", "haar")
+    assert haar.returncode == 0 and f"; detector Haar cascade; model {tiny_onnx}" in haar.stderr
 
 
 def test_ctrl_c_finalizes_outputs(tiny_onnx, media, tmp_path):
@@ -214,6 +264,34 @@ def test_json_scores_and_track_ids_summary_and_plot(tiny_onnx, media, tmp_path):
     assert int(rows[-1]["frame"]) == last["frame"] and float(rows[-1]["time"]) == pytest.approx(last["timestamp"])
     chart = cv2.imread(str(plot))
     assert chart is not None and chart.shape[1] == 960 and chart.shape[0] >= 200 and chart.std() > 10
+
+
+CLIP_CUTS = (82, 211)  # the sample clip's scene cuts: the first frames of its second and third shots
+
+
+@pytest.mark.parametrize("detect_every", ["15", "1"])  # tracked (the tracker's ids), every frame (FaceIds)
+def test_a_track_is_one_person_across_the_clips_scene_cuts(tiny_onnx, media, tmp_path, detect_every):
+    """No track_id spans a cut (frames 80-83, 209-212), with YuNet, the default detector; the plot draws one panel
+    per track, so the people before and after a cut are separate faces there."""
+    from runtime.summary import MAX_FACES, PANEL
+
+    lines, plot = tmp_path / "f.jsonl", tmp_path / "p.png"
+    done = _camera("--source", media / "short_hamilton_clip.mp4", "--model", tiny_onnx, "--headless",
+                   "--detect-every", detect_every, "--json", lines, "--plot", plot)
+    assert done.returncode == 0 and "detector YuNet" in done.stderr, done.stderr
+    frames: dict[int, list[int]] = {}
+    for line in lines.read_text().splitlines():
+        record = json.loads(line)
+        for face in record["faces"]:
+            frames.setdefault(face["track_id"], []).append(record["frame"])
+    for cut in CLIP_CUTS:
+        spanning = [i for i, seen in frames.items() if min(seen) < cut <= max(seen)]
+        assert spanning == [], f"track(s) {spanning} span the cut at frame {cut}"
+        assert any(min(seen) == cut for seen in frames.values())  # the faces after the cut are new tracks
+    long_tracks = [i for i, seen in frames.items() if len(seen) >= 40]
+    assert len(long_tracks) >= 5  # the performer between the cuts and the people after the last one are followed
+    chart = cv2.imread(str(plot))
+    assert chart.shape[0] == 40 + 24 + min(MAX_FACES, len(frames)) * PANEL[1]  # legend, title (the source), panels
 
 
 def test_shipped_model_by_name_from_another_directory(tmp_path):
