@@ -4,7 +4,7 @@
     /stream.mjpg  multipart/x-mixed-replace JPEG stream of the annotated frames
     /events       Server-Sent Events: one `data:` line per frame, the same record as a --json line
     /snapshot.jpg the latest frame
-    /health       JSON: frames processed, FPS, clients, uptime
+    /health       JSON: frames processed, FPS, clients, uptime, source; a live source's dropped frames, reconnects
 
 The pipeline only ever replaces the latest frame (`publish`); each client's thread sends the newest frame when it
 can, so a slow client misses frames instead of queueing them, and a stalled one is dropped when its socket times
@@ -46,6 +46,7 @@ class LiveView:
         self.token, self.quality, self.max_width = token or None, jpeg_quality, max_width
         self.info = dict(info or {})
         self.latest, self.clients, self.started = Latest(), 0, time.monotonic()
+        self.status: dict = {}  # the pipeline's latest counters (a live source's dropped frames, reconnects)
         self.changed = threading.Condition()
         self.closing = threading.Event()
         server = type("Server", (_Server,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
@@ -62,8 +63,9 @@ class LiveView:
         self.thread.start()
         return self
 
-    def publish(self, annotated: np.ndarray, record: dict) -> None:
-        """The pipeline's newest frame (BGR, annotated) and its record; never blocks on clients."""
+    def publish(self, annotated: np.ndarray, record: dict, status: dict | None = None) -> None:
+        """The pipeline's newest frame (BGR, annotated), its record and counters for /health; never blocks on
+        clients."""
         if annotated.shape[1] > self.max_width:
             height = round(annotated.shape[0] * self.max_width / annotated.shape[1])
             annotated = cv2.resize(annotated, (self.max_width, height), interpolation=cv2.INTER_AREA)
@@ -73,6 +75,7 @@ class LiveView:
             times = [t for t in self.latest.times if now - t < 2.0] + [now]
             self.latest = Latest(self.latest.seq + 1, jpeg.tobytes() if ok else self.latest.jpeg,
                                  json.dumps(record), times)
+            self.status = dict(status or {})
             self.changed.notify_all()
 
     def health(self) -> dict:
@@ -80,7 +83,8 @@ class LiveView:
             latest = self.latest
         span = latest.times[-1] - latest.times[0] if len(latest.times) > 1 else 0.0
         return {"frames": latest.seq, "fps": round((len(latest.times) - 1) / span, 1) if span else 0.0,
-                "clients": self.clients, "uptime_s": round(time.monotonic() - self.started, 1), **self.info}
+                "clients": self.clients, "uptime_s": round(time.monotonic() - self.started, 1), **self.info,
+                **self.status}
 
     def wait_newer(self, seq: int) -> Latest | None:
         """The latest frame once it is newer than `seq`; None when the view is closing."""
@@ -103,7 +107,9 @@ class LiveView:
 
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
-    allow_reuse_address = False
+    # a restarted fer-camera gets its port back at once (the old connections' TIME_WAIT does not block it); a port
+    # that another process listens on is still refused (Linux and macOS: SO_REUSEADDR never shares a listening port)
+    allow_reuse_address = True
 
 
 def _handler(view: LiveView):
@@ -212,7 +218,7 @@ PAGE = """<!doctype html>
  .none { color: #9aa0a6; }
 </style></head>
 <body>
-<header><span>fer-edge live view</span><span>FPS <b id="fps">-</b></span><span>frames <b id="frames">-</b></span>
+<header><span>fer-edge live view</span><span>source <b id="source">-</b></span><span>FPS <b id="fps">-</b></span><span>frames <b id="frames">-</b></span>
 <span>detector <b id="detector">-</b></span><span>model <b id="model">-</b></span></header>
 <main><img id="video" alt="annotated stream"><div id="faces"><p class="none">waiting for frames...</p></div></main>
 <script>
@@ -237,6 +243,7 @@ function health() {
   fetch("health" + q).then(function (r) { return r.json(); }).then(function (h) {
     document.getElementById("fps").textContent = h.fps;
     document.getElementById("frames").textContent = h.frames;
+    document.getElementById("source").textContent = h.source || "-";
     document.getElementById("detector").textContent = h.detector || "-";
     document.getElementById("model").textContent = h.model || "-";
   }).catch(function () {});

@@ -7,12 +7,12 @@ import os
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-import cv2
 import numpy as np
 
 from .classifier import ExpressionClassifier
 from .image import check_image
 from .pipeline import FramePipeline
+from .sources import RECONNECT_S, FileFrames, LiveFrames, SourceSpec, open_frames, parse_source
 from .tracking import DEFAULT_DETECT_EVERY, tracked
 
 
@@ -31,62 +31,68 @@ class _Solver:
 
 
 class StreamSolver(_Solver):
-    """Frames from a camera (`start(0)`) or a video file (`start("clip.mp4")`), each solved into
-    (results, frame) by `get_solved_frame()` or by iterating; also a context manager.
+    """Frames from a camera, a network stream, the Pi Camera Module or a video file (`runtime.sources`), each
+    solved into (results, frame) by `get_solved_frame()` or by iterating; also a context manager.
 
     detect_every: the detector runs on the whole frame every N frames and at scene cuts, and known
         faces are followed in between (`runtime.tracking.IntervalDetector`); 1 runs it on every frame.
     smoother: smoothing across frames (e.g. `LinearExponentialSmoothing(0.3)`); by default the
         classifier's own `smoother`, if it has one (the seed's API).
-    Each result carries a `track_id` that stays the same while a face is followed. `start()` forgets the faces,
-    ids and smoothing state of the previous stream.
+    Each result carries a `track_id`: one person, new at a scene cut. `start()` forgets the faces, ids and
+    smoothing state of the previous stream.
     """
 
     def __init__(self, detector, classifier: ExpressionClassifier, detect_every: int = DEFAULT_DETECT_EVERY,
                  smoother: Callable[[list[dict]], list[dict]] | None = None):
         self.pipeline = FramePipeline(tracked(detector, detect_every), classifier,
                                       smoother if smoother is not None else classifier.smoother, track_ids=True)
-        self.capture: cv2.VideoCapture | None = None
-        self.source: int | str | None = None
+        self.frames: FileFrames | LiveFrames | None = None
+        self.source: SourceSpec | None = None
+        self.timestamp: float | None = None  # seconds from the start of the stream to the last frame
+        self._options: dict = {}
 
-    def start(self, source: int | str | os.PathLike) -> "StreamSolver":
-        """Open a camera (an int) or a video file; RuntimeError or FileNotFoundError when it cannot be."""
+    def start(self, source: int | str | os.PathLike | SourceSpec, size: tuple[int, int] | None = None,
+              fps: float | None = None, reconnect_s: float = RECONNECT_S,
+              notify: Callable[[str], None] | None = None) -> "StreamSolver":
+        """Open `source`: a camera index, "/dev/videoN", an rtsp/rtsps/http/https URL, "picamera[:N]" or a video
+        file. `size` (width, height) and `fps` are asked of a camera; a live source that stops delivering is
+        reopened for up to `reconnect_s` seconds, each attempt told to `notify`. SourceError (a RuntimeError) or
+        FileNotFoundError when it cannot be opened."""
         self.close()
-        if isinstance(source, int):
-            what = f"camera {source}: check that it is connected and not used by another program"
-        else:
-            if not Path(source).is_file():
-                raise FileNotFoundError(f"video not found: {source}")
-            source, what = str(source), f"video {source}: not a video file OpenCV can decode"
-        capture = cv2.VideoCapture(source)
-        if not capture.isOpened():
-            capture.release()
-            raise RuntimeError(f"cannot open {what}")
-        self.capture, self.source = capture, source
+        spec = source if isinstance(source, SourceSpec) else \
+            SourceSpec("file", str(source), str(source)) if isinstance(source, Path) else parse_source(source)
+        self.frames = open_frames(spec, size, fps, reconnect_s, notify)
+        self.source, self.timestamp = spec, None
+        self._options = {"size": size, "fps": fps, "reconnect_s": reconnect_s, "notify": notify}
         self.pipeline.reset()
         return self
 
+    def restart(self) -> "StreamSolver":
+        """Open the same source again with the same options (a video played again from its start)."""
+        if self.source is None:
+            raise RuntimeError("call start() before restart()")
+        return self.start(self.source, **self._options)
+
     @property
     def fps(self) -> float:
-        """The stream's frame rate (0.0 when it does not say)."""
-        return float(self.capture.get(cv2.CAP_PROP_FPS)) if self.capture is not None else 0.0
+        """The stream's frame rate as the source states it (0.0 when it does not say)."""
+        return self.frames.fps if self.frames is not None else 0.0
 
     def get_solved_frame(self) -> tuple[list[dict], np.ndarray | None]:
-        """(results, frame); ([], None) at the end of a video. A camera that stops delivering frames raises
-        RuntimeError."""
-        if self.capture is None:
+        """(results, frame); ([], None) at the end of a video. A live source that stopped delivering frames and did
+        not come back raises SourceLost (a RuntimeError)."""
+        if self.frames is None:
             raise RuntimeError("call start() before reading frames")
-        ok, frame = self.capture.read()
-        if not ok:
-            if isinstance(self.source, int):
-                raise RuntimeError(f"camera {self.source} stopped delivering frames")
+        got = self.frames.read()
+        if got is None:
             return [], None
+        frame, self.timestamp = got
         return self.pipeline(frame), frame
 
     def close(self) -> None:
-        if self.capture is not None:
-            self.capture.release()
-            self.capture = None
+        if self.frames is not None:
+            self.frames.close()
+            self.frames = None
 
     def __enter__(self):
         return self
@@ -103,17 +109,18 @@ class StreamSolver(_Solver):
 
 
 class CameraSolver(StreamSolver):
-    """A live camera: `start(cam_id)`, then `get_solved_frame()` or iterate."""
+    """A live camera: `start(cam_id)` (an index, "/dev/videoN", a stream URL or "picamera"), then
+    `get_solved_frame()` or iterate."""
 
-    def start(self, cam_id: int = 0) -> "CameraSolver":
-        return super().start(int(cam_id))
+    def start(self, cam_id: int | str = 0, **options) -> "CameraSolver":
+        return super().start(cam_id, **options)
 
 
 class VideoSolver(StreamSolver):
     """A video file: `start(path)`; `get_solved_frame()` returns ([], None) at its end."""
 
-    def start(self, path: str | os.PathLike) -> "VideoSolver":
-        return super().start(Path(path))
+    def start(self, path: str | os.PathLike, **options) -> "VideoSolver":
+        return super().start(Path(path), **options)
 
 
 class BatchSolver(_Solver):

@@ -50,7 +50,8 @@ INT8_LIMIT = 5e-4
 BOX_IOU = 0.8
 INT8_FACES, INT8_AGREEMENT, INT8_ACCURACY_DROP = 1000, 0.95, 0.5
 RUNTIME_TESTS = ["tests/test_runtime.py", "tests/test_tracking.py",
-                 "--deselect", "tests/test_tracking.py::test_yunet_is_tracked_on_the_clip"]
+                 "--deselect", "tests/test_tracking.py::test_yunet_is_tracked_on_the_clip",
+                 "--deselect", "tests/test_runtime.py::test_smoothing_starts_afresh_at_the_clips_scene_cuts"]
 
 
 def run(python: str, args: list[str], cpu: str | None, timeout: float = 1800) -> subprocess.CompletedProcess:
