@@ -16,116 +16,35 @@ usage error (nothing processed), 130 Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import re
 import signal
 import sys
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import cv2
 import numpy as np
 
-from .classifier import SHIPPED_MODELS, ExpressionClassifier
-from .detectors import DETECTORS, CascadeFaceDetector, create_detector
+from .classifier import ExpressionClassifier
+from .detectors import CascadeFaceDetector, create_detector
 from .metadata import ModelError
 from .image import to_bgr
 from .outputs import IMAGE_EXTENSIONS, Frame, Outputs, UsageError, frame_record
+from .camera_options import parse_args
 from .serve import LOOPBACK, LiveView
 from .pipeline import FramePipeline
 from .smoothing import LinearExponentialSmoothing
 from .solvers import StreamSolver
-from .sources import RECONNECT_S, SourceError, SourceLost, SourceSpec, parse_source
+from .sources import SourceError, SourceLost, SourceSpec, parse_source
+from .metrics import FreeMemoryReturner
+from .mqtt import MqttError, MqttPublisher, check_options, parse_broker_url
 from .terminal import ProgressLine
-from .tracking import DEFAULT_DETECT_EVERY
 from .visualizer import Visualizer, draw_faces, has_display
 
 VIDEO_DETECT_WIDTH = 640
-
-
-def _checked(kind: Callable, accepts: Callable[[float], bool], expected: str) -> Callable[[str], float]:
-    """An argparse type: `kind(text)`, refused unless `accepts` it, the message naming what is accepted."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not accepts(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
-        return value
-    return parse
-
-
-def _size(text: str) -> tuple[int, int]:
-    """An argparse type: WxH, e.g. 1280x720."""
-    match = re.fullmatch(r"(\d+)[xX](\d+)", text)
-    if not match or not all(16 <= int(v) <= 8192 for v in match.groups()):
-        raise argparse.ArgumentTypeError(f"expected WxH with sides from 16 to 8192, e.g. 1280x720, got {text!r}")
-    return int(match[1]), int(match[2])
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An argument error is one line (no usage block above it), exit code 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = OneLineParser(prog="fer-camera", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", default="0", help="camera index or /dev/videoN, rtsp:// rtsps:// http:// https:// "
-                                                 "stream, picamera[:N] (Raspberry Pi Camera Module), video file, "
-                                                 "image file or folder of images (default 0)")
-    p.add_argument("--camera-size", type=_size, metavar="WxH", help="ask a camera or the Pi Camera Module for this "
-                                                                     "frame size (the start-up line says what it gives)")
-    p.add_argument("--camera-fps", type=_checked(float, lambda v: 0 < v <= 240, "a rate in (0, 240]"),
-                   help="ask a camera or the Pi Camera Module for this frame rate")
-    p.add_argument("--reconnect", type=_checked(float, lambda v: math.isfinite(v) and v >= 0, "seconds >= 0"),
-                   default=RECONNECT_S, metavar="SECONDS",
-                   help="a live source that stops delivering is reopened (after 1 s, doubling to 30 s) for up to "
-                        "this long each time; 0 gives up at once (default %(default)g)")
-    p.add_argument("--model", help=f"expression ONNX model: {' or '.join(SHIPPED_MODELS)} (the shipped ones, "
-                                   "default fp32) or a file")
-    p.add_argument("--detector", choices=DETECTORS, default="auto",
-                   help="auto (default) or yunet: YuNet, shipped in the package; haar: OpenCV's Haar cascade")
-    p.add_argument("--detector-model", help="YuNet ONNX file (default: the model folder's, else the package's)")
-    p.add_argument("--smoothing", type=_checked(float, lambda v: math.isfinite(v) and 0 <= v < 1, "a rate in [0, 1)"),
-                   default=0.3, help="smoothing rate across frames, 0 turns it off (default %(default)s)")
-    p.add_argument("--detect-every", type=_checked(int, lambda v: v >= 1, "an integer >= 1"),
-                   default=DEFAULT_DETECT_EVERY,
-                   help="full face detection every N frames (and at scene cuts), known faces looked for "
-                        "near their last box in between (default %(default)s; 1: every frame)")
-    p.add_argument("--detect-width", type=_checked(int, lambda v: v == 0 or v >= 64, "0 or an integer >= 64"),
-                   default=None, help="detect on a copy this wide, 0 for full size (default: 640 for video and "
-                                      "camera, full size for images)")
-    p.add_argument("--headless", action="store_true", help="never open a window")
-    p.add_argument("--output", help="annotated .mp4/.avi for video or camera; image file or folder for images")
-    p.add_argument("--json", help="write one JSON line per frame here")
-    p.add_argument("--summary", help="video or camera: a CSV row per frame and face (time, track_id, box, "
-                                     "every label's probability)")
-    p.add_argument("--plot", help="video or camera: a PNG chart of each followed face's expressions over time")
-    p.add_argument("--max-frames", type=_checked(int, lambda v: v >= 1, "an integer >= 1"), default=None,
-                   help="stop after N frames")
-    p.add_argument("--threads", type=_checked(int, lambda v: 1 <= v <= 64, "an integer from 1 to 64"), default=None,
-                   help="onnxruntime threads (default: all cores)")
-    p.add_argument("--serve", metavar="[HOST:]PORT", help="serve a live web view of a camera or video (host default "
-                                                         "127.0.0.1; 0.0.0.0 to let the network in); a video then "
-                                                         "plays at its own frame rate")
-    p.add_argument("--serve-token", default=os.environ.get("FER_EDGE_TOKEN"),
-                   help="with --serve: every request needs ?token=TOKEN or 'Authorization: Bearer TOKEN' "
-                        "(default: $FER_EDGE_TOKEN)")
-    p.add_argument("--serve-width", type=_checked(int, lambda v: 64 <= v <= 4096, "an integer from 64 to 4096"),
-                   default=640, help="with --serve: largest width of the streamed frames (default %(default)s)")
-    p.add_argument("--jpeg-quality", type=_checked(int, lambda v: 1 <= v <= 100, "an integer from 1 to 100"),
-                   default=70, help="with --serve: JPEG quality of the stream (default %(default)s)")
-    p.add_argument("--loop", action="store_true", help="play a video file again from the start when it ends")
-    p.add_argument("--quiet", action="store_true", help="print nothing but warnings and errors")
-    p.add_argument("--verbose", action="store_true", help="let OpenCV and FFmpeg print their own log lines")
-    return p.parse_args(argv)
 
 
 def silence_opencv() -> None:
@@ -248,10 +167,17 @@ def start_live_view(args: argparse.Namespace, spec: SourceSpec, detector, classi
     host, port = serve_address(args.serve)
     info = {"source": spec.display, "detector": detector.name, "model": Path(classifier.path).name}
     try:
-        return LiveView(host, port, args.serve_token, args.jpeg_quality, args.serve_width, info).start()
+        return LiveView(host, port, args.serve_token, args.jpeg_quality, args.serve_width, info,
+                        metrics_only=args.serve_metrics_only).start()
     except OSError as exc:
         raise UsageError(f"cannot serve on {host}:{port}: {exc.strerror or exc} (port in use? choose another "
                          "with --serve)") from None
+
+
+def start_mqtt(args: argparse.Namespace, labels: list[str], warn) -> MqttPublisher:
+    """The --mqtt publisher (its options checked by check_source), connecting in the background."""
+    return MqttPublisher(parse_broker_url(args.mqtt), labels, args.mqtt_rate, args.mqtt_discovery, args.mqtt_ca,
+                         notify=warn)
 
 
 def live_view_lines(args: argparse.Namespace, view: LiveView) -> list[str]:
@@ -284,13 +210,31 @@ def check_source(args: argparse.Namespace) -> tuple[SourceSpec, list[Path] | Non
         raise UsageError("--camera-size and --camera-fps are for a camera or the Pi Camera Module")
     if args.serve:
         serve_address(args.serve)
+    if args.serve_metrics_only and not args.serve:
+        raise UsageError("--serve-metrics-only goes with --serve [HOST:]PORT")
+    if (args.mqtt_ca or args.mqtt_discovery) and not args.mqtt:
+        raise UsageError("--mqtt-ca and --mqtt-discovery go with --mqtt URL")
+    if args.mqtt and images is not None:
+        raise UsageError("--mqtt is for a camera, a stream or a video")
+    if args.mqtt:
+        try:
+            check_options(args.mqtt, args.mqtt_ca)
+        except MqttError as exc:
+            raise UsageError(str(exc)) from None
     return spec, images
 
 
-def status_of(solver) -> dict:
-    """A live source's counters (dropped frames, reconnects, frames per second arriving) for /health."""
-    frames = solver.frames
-    return {"source_fps": frames.delivered_fps(), "dropped": frames.dropped, "reconnects": frames.reconnects}
+def status_of(solver, faces: int, mqtt: MqttPublisher | None) -> dict:
+    """The run's counters for /health and /metrics: faces, time per stage, a live source's frames arriving per
+    second, dropped frames and reconnects, MQTT's."""
+    status = {"faces": faces, "stage_seconds": {"decode": round(solver.read_seconds, 4),
+                                                **{k: round(v, 4) for k, v in solver.pipeline.seconds.items()}}}
+    if solver.source.live:
+        frames = solver.frames
+        status.update(source_fps=frames.delivered_fps(), dropped=frames.dropped, reconnects=frames.reconnects)
+    if mqtt is not None:
+        status["mqtt"] = mqtt.stats()
+    return status
 
 
 def run(args: argparse.Namespace) -> int:
@@ -299,18 +243,20 @@ def run(args: argparse.Namespace) -> int:
     detector, classifier, smoother = build_parts(args, video=images is None)
     window = not args.headless and has_display()
     progress = ProgressLine(enabled=images is None and not window and not args.quiet)
-    solver, skipped, view, outputs = None, [], None, None
+    solver, skipped, view, outputs, mqtt = None, [], None, None, None
+    warn = lambda message: progress.line(f"fer-camera: warning: {message}")  # noqa: E731
     try:
         if images is None:
             solver = StreamSolver(detector, classifier, detect_every=args.detect_every, smoother=smoother)
-            solver.start(spec, args.camera_size, args.camera_fps, args.reconnect,
-                         notify=lambda message: progress.line(f"fer-camera: warning: {message}"))
+            solver.start(spec, args.camera_size, args.camera_fps, args.reconnect, notify=warn)
         if args.serve:
             view = start_live_view(args, spec, detector, classifier)
         outputs = Outputs(args, images, Path(args.source) if spec.kind == "file" and images is None else None,
                           getattr(solver, "fps", 0.0), classifier.labels, spec.display)
+        if args.mqtt:
+            mqtt = start_mqtt(args, classifier.labels, warn)
     except BaseException:
-        for part in (view, solver):
+        for part in (mqtt, outputs, view, solver):
             if part is not None:
                 part.close()
         raise
@@ -318,20 +264,27 @@ def run(args: argparse.Namespace) -> int:
         print(start_up_line(args, spec, images, solver, detector, classifier), file=sys.stderr, flush=True)
     for line in live_view_lines(args, view) if view else []:
         print(line, file=sys.stderr, flush=True)
+    if mqtt is not None and mqtt.wait_connected() and not args.quiet:
+        print(f"fer-camera: publishing to {mqtt.broker.display} under {mqtt.broker.prefix}/", file=sys.stderr)
     frames = stream_frames(solver, args.loop, paced=bool(view)) if solver \
         else image_frames(images, FramePipeline(detector, classifier), skipped)
     visualizer = Visualizer(classifier.labels) if window else None
+    give_back_memory = FreeMemoryReturner()  # a run of days keeps a steady RSS
     count, faces, started, last_print = 0, 0, time.monotonic(), 0.0
     stopped, code = "", 0
     try:
         with ctrl_c_between_frames() as ctrl_c:
             for frame in frames:
-                annotated = draw_faces(to_bgr(frame.image).copy(), frame.results) if args.output or view else None
+                drawn = args.output or (view is not None and not view.metrics_only)
+                annotated = draw_faces(to_bgr(frame.image).copy(), frame.results) if drawn else None
                 outputs.write(frame, annotated)
-                if view is not None:
-                    view.publish(annotated, frame_record(frame, classifier.labels),
-                                 status_of(solver) if spec.live else None)
                 count, faces = count + 1, faces + len(frame.results)
+                if view is not None or mqtt is not None:
+                    record = frame_record(frame, classifier.labels)
+                    if mqtt is not None:
+                        mqtt.publish_frame(record)
+                    if view is not None:
+                        view.publish(annotated, record, status_of(solver, faces, mqtt) if solver else None)
                 if images is not None and not args.quiet:
                     print(face_lines(frame), flush=True)
                 if visualizer is not None:
@@ -342,6 +295,7 @@ def run(args: argparse.Namespace) -> int:
                 elif time.monotonic() - last_print > 1.0:
                     last_print = time.monotonic()
                     progress.update(counts(count, faces, count / (last_print - started + 1e-9), solver, spec))
+                give_back_memory(time.monotonic())
                 if ctrl_c.is_set():
                     stopped, code = " (stopped by Ctrl-C)", 130
                     break
@@ -352,6 +306,8 @@ def run(args: argparse.Namespace) -> int:
     except SourceLost:  # the reader already said why, line by line
         stopped, code = f" ({spec.display} lost)", 1
     finally:
+        if mqtt is not None:
+            mqtt.close()
         if view is not None:
             view.close()
         outputs.close()
@@ -387,7 +343,7 @@ def counts(count: int, faces: int, fps: float, solver, spec: SourceSpec, closing
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = parse_args(argv, __doc__)
     if not args.verbose:
         silence_opencv()
     try:

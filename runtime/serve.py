@@ -5,6 +5,9 @@
     /events       Server-Sent Events: one `data:` line per frame, the same record as a --json line
     /snapshot.jpg the latest frame
     /health       JSON: frames processed, FPS, clients, uptime, source; a live source's dropped frames, reconnects
+    /metrics      the same counters, per-stage time, MQTT's and the process's memory in Prometheus's text format
+
+With `metrics_only` (a headless fleet) only /health and /metrics answer, and no frame is JPEG-encoded.
 
 The pipeline only ever replaces the latest frame (`publish`); each client's thread sends the newest frame when it
 can, so a slow client misses frames instead of queueing them, and a stalled one is dropped when its socket times
@@ -24,6 +27,8 @@ from urllib.parse import parse_qs, urlsplit
 import cv2
 import numpy as np
 
+from .metrics import prometheus_text, resident_memory_bytes
+
 SEND_TIMEOUT = 10.0  # seconds a client may stall before it is dropped
 WAIT = 0.5  # seconds a client thread waits for a frame before it checks whether the server is closing
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -42,8 +47,9 @@ class LiveView:
     """Serves the latest annotated frame and record over HTTP on `host:port` (port 0: any free port)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, token: str | None = None, jpeg_quality: int = 70,
-                 max_width: int = 640, info: dict | None = None):
+                 max_width: int = 640, info: dict | None = None, metrics_only: bool = False):
         self.token, self.quality, self.max_width = token or None, jpeg_quality, max_width
+        self.metrics_only = metrics_only
         self.info = dict(info or {})
         self.latest, self.clients, self.started = Latest(), 0, time.monotonic()
         self.status: dict = {}  # the pipeline's latest counters (a live source's dropped frames, reconnects)
@@ -63,13 +69,16 @@ class LiveView:
         self.thread.start()
         return self
 
-    def publish(self, annotated: np.ndarray, record: dict, status: dict | None = None) -> None:
-        """The pipeline's newest frame (BGR, annotated), its record and counters for /health; never blocks on
-        clients."""
-        if annotated.shape[1] > self.max_width:
-            height = round(annotated.shape[0] * self.max_width / annotated.shape[1])
-            annotated = cv2.resize(annotated, (self.max_width, height), interpolation=cv2.INTER_AREA)
-        ok, jpeg = cv2.imencode(".jpg", annotated, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+    def publish(self, annotated: np.ndarray | None, record: dict, status: dict | None = None) -> None:
+        """The pipeline's newest frame (BGR, annotated; None with `metrics_only`), its record and counters for
+        /health and /metrics (faces, stage_seconds, a live source's source_fps, dropped, reconnects, mqtt: {...});
+        never blocks on clients."""
+        ok, jpeg = False, None
+        if annotated is not None and not self.metrics_only:
+            if annotated.shape[1] > self.max_width:
+                height = round(annotated.shape[0] * self.max_width / annotated.shape[1])
+                annotated = cv2.resize(annotated, (self.max_width, height), interpolation=cv2.INTER_AREA)
+            ok, jpeg = cv2.imencode(".jpg", annotated, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
         now = time.monotonic()
         with self.changed:
             times = [t for t in self.latest.times if now - t < 2.0] + [now]
@@ -85,6 +94,23 @@ class LiveView:
         return {"frames": latest.seq, "fps": round((len(latest.times) - 1) / span, 1) if span else 0.0,
                 "clients": self.clients, "uptime_s": round(time.monotonic() - self.started, 1), **self.info,
                 **self.status}
+
+    def metrics(self) -> str:
+        """/metrics: the health counters in Prometheus's text format, with the process's resident memory."""
+        health = self.health()
+        mqtt = health.get("mqtt", {})
+        values = {"frames_total": health["frames"], "fps": float(health["fps"]), "clients": health["clients"],
+                  "uptime_seconds": float(health["uptime_s"]), "resident_memory_bytes": resident_memory_bytes()}
+        for key, name in (("faces", "faces_total"), ("source_fps", "source_fps"), ("dropped", "dropped_frames_total"),
+                          ("reconnects", "source_reconnects_total"), ("stage_seconds", "stage_seconds_total")):
+            if key in health:
+                values[name] = health[key]
+        for key, name in (("connected", "mqtt_connected"), ("sent", "mqtt_sent_total"),
+                          ("dropped", "mqtt_dropped_total"), ("reconnects", "mqtt_reconnects_total"),
+                          ("queued", "mqtt_queued")):
+            if key in mqtt:
+                values[name] = mqtt[key]
+        return prometheus_text(values)
 
     def wait_newer(self, seq: int) -> Latest | None:
         """The latest frame once it is newer than `seq`; None when the view is closing."""
@@ -143,8 +169,11 @@ def _handler(view: LiveView):
             query = parse_qs(url.query)
             if not self._authorised(query):
                 return self._send(401, b"a token is needed: ?token=... or Authorization: Bearer ...\n", "text/plain")
-            route = {"/": self._page, "/stream.mjpg": self._mjpeg, "/events": self._events,
-                     "/snapshot.jpg": self._snapshot, "/health": self._health}.get(url.path)
+            routes = {"/health": self._health, "/metrics": self._metrics}
+            if not view.metrics_only:
+                routes.update({"/": self._page, "/stream.mjpg": self._mjpeg, "/events": self._events,
+                               "/snapshot.jpg": self._snapshot})
+            route = routes.get(url.path)
             if route is None:
                 return self._send(404, b"not found\n", "text/plain")
             try:
@@ -163,6 +192,9 @@ def _handler(view: LiveView):
 
         def _health(self, query):
             self._send(200, json.dumps(view.health()).encode(), "application/json")
+
+        def _metrics(self, query):
+            self._send(200, view.metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
 
         def _snapshot(self, query):
             latest = view.latest

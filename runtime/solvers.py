@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -49,6 +50,7 @@ class StreamSolver(_Solver):
         self.frames: FileFrames | LiveFrames | None = None
         self.source: SourceSpec | None = None
         self.timestamp: float | None = None  # seconds from the start of the stream to the last frame
+        self.read_seconds = 0.0  # time spent waiting for and decoding frames
         self._options: dict = {}
 
     def start(self, source: int | str | os.PathLike | SourceSpec, size: tuple[int, int] | None = None,
@@ -83,7 +85,9 @@ class StreamSolver(_Solver):
         not come back raises SourceLost (a RuntimeError)."""
         if self.frames is None:
             raise RuntimeError("call start() before reading frames")
+        started = time.perf_counter()
         got = self.frames.read()
+        self.read_seconds += time.perf_counter() - started
         if got is None:
             return [], None
         frame, self.timestamp = got
