@@ -245,7 +245,8 @@ class LiveFrames:
         self.dropped, self.reconnects, self.lost = 0, 0, False
         self._changed, self._closing = threading.Condition(), threading.Event()
         self._frame: np.ndarray | None = None
-        self._time, self._seq, self._handed, self._started = 0.0, 0, 0, time.monotonic()
+        self._time, self._seq, self._handed = 0.0, 0, 0
+        self.started = time.monotonic()  # the clock (time.monotonic) that timestamps count from
         self._arrivals: list[float] = []
         self._thread = threading.Thread(target=self._run, name=f"fer-edge {spec.display}", daemon=True)
         self._thread.start()
@@ -312,7 +313,7 @@ class LiveFrames:
                                      f"{self.reconnect_s:g} s")
                 return None
             self._handed = self._seq
-            return self._frame, self._time - self._started
+            return self._frame, self._time - self.started
 
     def delivered_fps(self) -> float:
         """Frames per second arriving from the source over the last 2 s."""
