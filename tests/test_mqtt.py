@@ -313,3 +313,40 @@ def test_metrics_in_prometheus_format_match_the_run(media, tmp_path):
     assert set(stages) == {"decode", "detect", "classify", "smooth"} and stages["detect"] > 0
     assert 50e6 < value("fer_edge_resident_memory_bytes") < 2e9 and families["fer_edge_fps"].type == "gauge"
     assert missing_page is None  # 404: no page, stream or events with --serve-metrics-only
+
+
+def test_mqtts_with_the_brokers_ca(mosquitto_available, media, tmp_path):
+    """mosquitto with TLS (a certificate for 127.0.0.1 signed by a CA made here with openssl): with --mqtt-ca the
+    run publishes; without it the certificate is not trusted, one warning line, and the run goes on."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed (it makes the test's certificates)")
+    run_openssl = lambda *a: subprocess.run([openssl, *a], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    run_openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+                "-subj", "/CN=fer-edge test CA")
+    run_openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj",
+                "/CN=127.0.0.1")
+    (tmp_path / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    run_openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+                "server.pem", "-days", "2", "-extfile", "ext.cnf")
+    broker = Broker.__new__(Broker)
+    broker.port = free_port()
+    broker.config = tmp_path / "tls.conf"
+    broker.config.write_text("\n".join([f"listener {broker.port} 127.0.0.1", "persistence false",
+                                        f"user {getpass.getuser()}", "allow_anonymous true",
+                                        f"cafile {tmp_path / 'ca.pem'}", f"certfile {tmp_path / 'server.pem'}",
+                                        f"keyfile {tmp_path / 'server.key'}"]) + "\n")
+    broker.start()
+    try:
+        url = f"mqtts://127.0.0.1:{broker.port}/test/tls"
+        good = camera("--source", media / "short_hamilton_clip.mp4", "--headless", "--max-frames", 30, "--mqtt", url,
+                      "--mqtt-ca", tmp_path / "ca.pem")
+        out, err = good.communicate(timeout=120)
+        assert good.returncode == 0 and f"publishing to {url} under test/tls/" in err and "warning" not in err, err
+        untrusted = camera("--source", media / "short_hamilton_clip.mp4", "--headless", "--max-frames", 30,
+                           "--mqtt", url)
+        out, err = untrusted.communicate(timeout=120)
+    finally:
+        broker.stop()
+    assert untrusted.returncode == 0, err
+    assert len([line for line in err.splitlines() if "warning" in line]) == 1 and "does not answer" in err
