@@ -174,12 +174,6 @@ def start_live_view(args: argparse.Namespace, spec: SourceSpec, detector, classi
                          "with --serve)") from None
 
 
-def start_mqtt(args: argparse.Namespace, labels: list[str], warn) -> MqttPublisher:
-    """The --mqtt publisher (its options checked by check_source), connecting in the background."""
-    return MqttPublisher(parse_broker_url(args.mqtt), labels, args.mqtt_rate, args.mqtt_discovery, args.mqtt_ca,
-                         notify=warn)
-
-
 def live_view_lines(args: argparse.Namespace, view: LiveView) -> list[str]:
     """Where the live view is, and a warning when anyone on the network may watch it."""
     lines = [f"fer-camera: live view at {view.url}"]
@@ -254,7 +248,8 @@ def run(args: argparse.Namespace) -> int:
         outputs = Outputs(args, images, Path(args.source) if spec.kind == "file" and images is None else None,
                           getattr(solver, "fps", 0.0), classifier.labels, spec.display)
         if args.mqtt:
-            mqtt = start_mqtt(args, classifier.labels, warn)
+            mqtt = MqttPublisher(parse_broker_url(args.mqtt), args.mqtt_rate, args.mqtt_discovery, args.mqtt_ca,
+                                 notify=warn)  # its options were checked by check_source
     except BaseException:
         for part in (mqtt, outputs, view, solver):
             if part is not None:

@@ -165,13 +165,13 @@ class MqttPublisher:
     """Publishes a run's results to a broker; `publish_frame(record)` per frame (never blocks), `close()` at the end.
     `notify` receives the warning lines (broker unreachable, connection lost, reconnected)."""
 
-    def __init__(self, broker: BrokerUrl, labels: list[str], rate: float = 5.0, discovery: bool = False,
+    def __init__(self, broker: BrokerUrl, rate: float = 5.0, discovery: bool = False,
                  ca_file: str | None = None, notify: Callable[[str], None] | None = None, queue_size: int = QUEUE):
         try:
             import paho.mqtt.client as paho
         except ImportError:
             raise MqttError(f"--mqtt needs paho-mqtt, part of the mqtt extra: {EXTRA}") from None
-        self.broker, self.labels, self.rate, self.discovery = broker, labels, rate, discovery
+        self.broker, self.rate, self.discovery = broker, rate, discovery
         self.notify = notify or (lambda message: None)
         self.events = ExpressionEvents()
         self.queue: deque[tuple[str, str, bool]] = deque()

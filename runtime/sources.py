@@ -219,9 +219,6 @@ class FileFrames:
         self.index += 1
         return frame, timestamp
 
-    def delivered_fps(self) -> float:
-        return self.fps
-
     def close(self) -> None:
         self.reader.close()
 
