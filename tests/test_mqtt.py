@@ -221,29 +221,68 @@ def test_a_broker_that_goes_away_and_comes_back(mosquitto_available, media, tmp_
     assert "lost the MQTT broker" in err and "reconnected to MQTT broker" in err
 
 
-def test_a_broker_that_never_answers_does_not_slow_the_clip(mosquitto_available, media, tmp_path):
-    """A TCP port that accepts and never answers: one warning line, and the clip runs at the speed it runs without
-    --mqtt (measured: the closing line's FPS, at least 70% of it; typically within run-to-run noise)."""
+def _silent_broker() -> socket.socket:
+    """A loopback port that accepts connections and never answers (no CONNACK)."""
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
     accepted = []
     threading.Thread(target=lambda: accepted.append(silent.accept()), daemon=True).start()
+    return silent
 
-    def fps(*extra) -> tuple[float, str]:
-        run = camera("--source", media / "short_hamilton_clip.mp4", "--headless", "--detect-every", 15, *extra)
-        out, err = run.communicate(timeout=300)
-        assert run.returncode == 0, err
-        return float(re.search(r"275 frames, \d+ faces, ([\d.]+) fps", err)[1]), err
+
+def test_a_broker_that_never_answers_changes_nothing_in_the_run(mosquitto_available, media, tmp_path):
+    """A TCP port that accepts and never answers: one warning line, and the run writes exactly the results it writes
+    without --mqtt. Its speed is measured by benchmarks/mqtt_overhead.py, not here (README: the same FPS within
+    run-to-run noise on the AMD EPYC machine)."""
+    silent = _silent_broker()
+
+    def run(name: str, *extra) -> tuple[list[dict], str]:
+        out = tmp_path / f"{name}.jsonl"
+        proc = camera("--source", media / "short_hamilton_clip.mp4", "--headless", "--json", out, *extra)
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        return records(out), err
 
     try:
-        alone, _ = fps()
-        with_mqtt, err = fps("--mqtt", f"mqtt://127.0.0.1:{silent.getsockname()[1]}")
+        alone, _ = run("alone")
+        with_mqtt, err = run("mqtt", "--mqtt", f"mqtt://127.0.0.1:{silent.getsockname()[1]}")
     finally:
         silent.close()
-    warnings = [line for line in err.splitlines() if "does not answer" in line]
-    assert len(warnings) == 1 and warnings[0].startswith("fer-camera: warning: MQTT broker mqtt://127.0.0.1:")
-    assert with_mqtt >= 0.7 * alone, f"{with_mqtt} fps with a silent broker, {alone} without"
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("fer-camera: warning: MQTT broker mqtt://127.0.0.1:"), err
+    assert "does not answer" in warnings[0] and "275 frames, 614 faces" in err
+    assert len(with_mqtt) == len(alone) == 275
+    for a, b in zip(alone, with_mqtt):
+        assert [(f["track_id"], f["box"], f["label"]) for f in a["faces"]] == \
+               [(f["track_id"], f["box"], f["label"]) for f in b["faces"]], a["frame"]
+
+
+def test_publishing_never_waits_for_a_silent_broker():
+    """publish_frame only queues: 3000 frames for a broker that never answers all return, the queue keeps the newest
+    `queue_size` messages and counts the rest as dropped, and close() does not wait for the broker."""
+    from runtime.mqtt import MqttPublisher
+
+    silent = _silent_broker()
+    lines = []
+    publisher = MqttPublisher(parse_broker_url(f"mqtt://127.0.0.1:{silent.getsockname()[1]}/t"), rate=0,
+                              notify=lines.append, queue_size=50)
+    try:
+        assert not publisher.wait_connected(0.5)
+        for i in range(3000):
+            face = {"track_id": 1 + i // 100, "label": "happy", "probability": 0.9, "box": [0, 0, 10, 10]}
+            publisher.publish_frame({"frame": i, "timestamp": i / 30, "faces": [face]})
+        stats = publisher.stats()
+        assert stats["queued"] == 50 and stats["sent"] == 0 and stats["connected"] == 0
+        # every frame's record, 30 faces appearing and 29 leaving (each event with a summary), less the 50 queued
+        assert stats["dropped"] == 3000 + 30 * 2 + 29 * 2 - 50, stats
+        topic, payload, _ = publisher.queue[-1]
+        assert topic == "t/faces" and json.loads(payload)["frame"] == 2999  # the newest stays
+    finally:
+        publisher.close()
+        silent.close()
+    assert publisher.client.is_connected() is False
+    assert len(lines) == 1 and "does not answer" in lines[0]
 
 
 def test_user_and_password_and_a_wrong_password(mosquitto_available, media, tmp_path):
