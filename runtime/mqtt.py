@@ -13,8 +13,8 @@ the number of faces and the dominant expression, read from `expression/summary`.
 
 Publishing never blocks the pipeline: `publish_frame` only appends to a bounded queue (the oldest message is dropped
 when it is full, and counted) that a background thread sends while the broker is connected; paho reconnects with
-backoff (1 s doubling to 30 s). A broker that is unreachable at the start is one warning line; the run goes on and
-connects when it can.
+backoff (1 s doubling to 30 s). A broker that is not connected shortly after the start is one warning line saying why
+(`why_unreachable`); the run goes on and connects when it can.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -35,7 +36,7 @@ EXTRA = "pip install 'fer-edge[mqtt]' (or, in a checkout: pip install -e '.[mqtt
 PASSWORD_ENV = "FER_EDGE_MQTT_PASSWORD"
 QUEUE = 1000  # messages waiting for the broker at most; the oldest goes first
 QOS = 1
-CONNECT_WAIT_S = 2.0  # how long the start waits for the broker before it says it does not answer and goes on
+CONNECT_WAIT_S = 2.0  # how long the start waits for the broker before it says why it is not connected and goes on
 
 
 class MqttError(ValueError):
@@ -89,6 +90,37 @@ def check_options(url: str, ca_file: str | None = None) -> BrokerUrl:
     if ca_file and not os.path.isfile(ca_file):
         raise MqttError(f"--mqtt-ca: no such file: {ca_file}")
     return broker
+
+
+def why_unreachable(broker: BrokerUrl, ca_file: str | None = None, timeout: float = 1.0) -> str:
+    """Why a broker did not accept an MQTT connection, in words for the warning line, found by opening a connection
+    (and, for mqtts://, a TLS handshake with the same trust as the client's) to it."""
+    where = f"{broker.host}:{broker.port}"
+    try:
+        sock = socket.create_connection((broker.host, broker.port), timeout=timeout)
+    except socket.gaierror:
+        return f"unknown host {broker.host}"
+    except ConnectionRefusedError:
+        return f"nothing listens on {where} (connection refused)"
+    except TimeoutError:
+        return f"no answer from {where} within {timeout:g} s"
+    except OSError as error:
+        return f"{where}: {error.strerror or error}"
+    with sock:
+        if not broker.tls:
+            return f"{where} accepts connections but does not answer as an MQTT broker"
+        try:
+            with ssl.create_default_context(cafile=ca_file).wrap_socket(sock, server_hostname=broker.host):
+                pass
+        except ssl.SSLCertVerificationError as error:
+            hint = "is --mqtt-ca the CA that signed it?" if ca_file else "give the CA that signed it with --mqtt-ca FILE"
+            return f"its TLS certificate is not trusted ({error.verify_message}); {hint}"
+        except TimeoutError:
+            return f"{where} accepts connections but does not start TLS within {timeout:g} s; is it an mqtts:// port?"
+        except OSError as error:  # ssl.SSLError included: a reset or a plain MQTT port
+            return f"the TLS handshake with {where} failed ({getattr(error, 'reason', None) or error.strerror or error})" \
+                   "; is it an mqtts:// port?"
+    return f"{where} speaks TLS but does not answer as an MQTT broker"
 
 
 def _topic_safe(name: str) -> str:
@@ -167,6 +199,7 @@ class MqttPublisher:
 
     def __init__(self, broker: BrokerUrl, rate: float = 5.0, discovery: bool = False,
                  ca_file: str | None = None, notify: Callable[[str], None] | None = None, queue_size: int = QUEUE):
+        self.ca_file = ca_file
         try:
             import paho.mqtt.client as paho
         except ImportError:
@@ -197,13 +230,16 @@ class MqttPublisher:
         self._sender.start()
 
     def wait_connected(self, timeout: float = CONNECT_WAIT_S) -> bool:
-        """Wait up to `timeout` s for the broker; one warning line when it does not answer (the run goes on)."""
+        """Wait up to `timeout` s for the broker; when it is not connected by then, one warning line saying why (the
+        run goes on)."""
         if self.connected.wait(timeout):
             return True
         if not self._refused:
-            self.notify(f"MQTT broker {self.broker.display} does not answer; the run goes on and publishes once it "
-                        "connects")
-        return False
+            why = why_unreachable(self.broker, self.ca_file)
+            if not self.connected.is_set():
+                self.notify(f"MQTT broker {self.broker.display} not connected: {why}; the run goes on and publishes "
+                            "once it connects")
+        return self.connected.is_set()
 
     def topic(self, name: str) -> str:
         return f"{self.broker.prefix}/{name}"

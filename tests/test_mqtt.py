@@ -258,6 +258,38 @@ def test_a_broker_that_never_answers_changes_nothing_in_the_run(mosquitto_availa
                [(f["track_id"], f["box"], f["label"]) for f in b["faces"]], a["frame"]
 
 
+def test_the_warning_says_why_the_broker_is_not_connected(mosquitto_available, tmp_path):
+    """The start's one warning line names the cause: nothing listening, a port that never answers, an unknown host,
+    and mqtts:// against a plain MQTT port (a real mosquitto) or a port that never starts TLS."""
+    from runtime.mqtt import why_unreachable
+
+    closed, silent, broker = free_port(), _silent_broker(), Broker(tmp_path)
+    try:
+        port = silent.getsockname()[1]
+        assert why_unreachable(parse_broker_url(f"mqtt://127.0.0.1:{closed}")) == \
+            f"nothing listens on 127.0.0.1:{closed} (connection refused)"
+        assert why_unreachable(parse_broker_url(f"mqtt://127.0.0.1:{port}")) == \
+            f"127.0.0.1:{port} accepts connections but does not answer as an MQTT broker"
+        assert why_unreachable(parse_broker_url(f"mqtts://127.0.0.1:{port}")).endswith("is it an mqtts:// port?")
+        assert why_unreachable(parse_broker_url("mqtt://broker.invalid")) == "unknown host broker.invalid"
+        plain = why_unreachable(parse_broker_url(f"mqtts://127.0.0.1:{broker.port}"))
+        assert plain.startswith(f"the TLS handshake with 127.0.0.1:{broker.port} failed") and "mqtts://" in plain
+    finally:
+        silent.close()
+        broker.stop()
+
+
+def test_nothing_listening_is_one_warning_that_says_so(mosquitto_available, media):
+    closed = free_port()
+    proc = camera("--source", media / "short_hamilton_clip.mp4", "--headless", "--max-frames", 10, "--mqtt",
+                  f"mqtt://127.0.0.1:{closed}/t")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "10 frames" in err, err
+    assert [line for line in err.splitlines() if "warning" in line] == [
+        f"fer-camera: warning: MQTT broker mqtt://127.0.0.1:{closed}/t not connected: nothing listens on "
+        f"127.0.0.1:{closed} (connection refused); the run goes on and publishes once it connects"]
+
+
 def test_publishing_never_waits_for_a_silent_broker():
     """publish_frame only queues: 3000 frames for a broker that never answers all return, the queue keeps the newest
     `queue_size` messages and counts the rest as dropped, and close() does not wait for the broker."""
@@ -388,4 +420,6 @@ def test_mqtts_with_the_brokers_ca(mosquitto_available, media, tmp_path):
     finally:
         broker.stop()
     assert untrusted.returncode == 0, err
-    assert len([line for line in err.splitlines() if "warning" in line]) == 1 and "does not answer" in err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "its TLS certificate is not trusted" in warnings[0], err
+    assert "give the CA that signed it with --mqtt-ca FILE" in warnings[0]
