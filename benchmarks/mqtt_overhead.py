@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE = ROOT.parent / "shared" / "media" / "short_hamilton_clip.mp4"
-CLOSING = re.compile(r"(\d+) frames, \d+ faces, ([\d.]+) fps")
+CLOSING = re.compile(r"\d+ frames, \d+ faces, ([\d.]+) fps")
 
 
 def silent_broker() -> socket.socket:
@@ -75,7 +75,7 @@ def run_once(source: Path, extra: list[str]) -> tuple[float, float]:
     found = CLOSING.search(run.stderr)
     if run.returncode != 0 or not found:
         sys.exit(f"mqtt_overhead: fer-camera failed: {run.stderr.strip().splitlines()[-1:]}")
-    return float(found[2]), wall
+    return float(found[1]), wall
 
 
 def main(argv: list[str] | None = None) -> int:

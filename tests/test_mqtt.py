@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.mqtt_overhead import silent_broker
 from runtime.mqtt import ExpressionEvents, MqttError, parse_broker_url
 
 from .conftest import ROOT
@@ -221,21 +222,11 @@ def test_a_broker_that_goes_away_and_comes_back(mosquitto_available, media, tmp_
     assert "lost the MQTT broker" in err and "reconnected to MQTT broker" in err
 
 
-def _silent_broker() -> socket.socket:
-    """A loopback port that accepts connections and never answers (no CONNACK)."""
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(8)
-    accepted = []
-    threading.Thread(target=lambda: accepted.append(silent.accept()), daemon=True).start()
-    return silent
-
-
 def test_a_broker_that_never_answers_changes_nothing_in_the_run(mosquitto_available, media, tmp_path):
     """A TCP port that accepts and never answers: one warning line, and the run writes exactly the results it writes
     without --mqtt. Its speed is measured by benchmarks/mqtt_overhead.py, not here (README: the same FPS within
     run-to-run noise on the AMD EPYC machine)."""
-    silent = _silent_broker()
+    silent = silent_broker()
 
     def run(name: str, *extra) -> tuple[list[dict], str]:
         out = tmp_path / f"{name}.jsonl"
@@ -263,7 +254,7 @@ def test_the_warning_says_why_the_broker_is_not_connected(mosquitto_available, t
     and mqtts:// against a plain MQTT port (a real mosquitto) or a port that never starts TLS."""
     from runtime.mqtt import why_unreachable
 
-    closed, silent, broker = free_port(), _silent_broker(), Broker(tmp_path)
+    closed, silent, broker = free_port(), silent_broker(), Broker(tmp_path)
     try:
         port = silent.getsockname()[1]
         assert why_unreachable(parse_broker_url(f"mqtt://127.0.0.1:{closed}")) == \
@@ -295,7 +286,7 @@ def test_publishing_never_waits_for_a_silent_broker():
     `queue_size` messages and counts the rest as dropped, and close() does not wait for the broker."""
     from runtime.mqtt import MqttPublisher
 
-    silent = _silent_broker()
+    silent = silent_broker()
     lines = []
     publisher = MqttPublisher(parse_broker_url(f"mqtt://127.0.0.1:{silent.getsockname()[1]}/t"), rate=0,
                               notify=lines.append, queue_size=50)
