@@ -210,6 +210,9 @@ def test_a_broker_that_goes_away_and_comes_back(mosquitto_available, media, tmp_
             wait_until(lambda: sub.on("test/back/faces"), 60, "faces after the broker came back")
         finally:
             sub.close()
+        # /metrics shows the counters as of the latest frame, which may come a frame after the first message
+        wait_until(lambda: b"fer_edge_mqtt_reconnects_total 1" in (http_get(f"http://127.0.0.1:{port}/metrics") or b""),
+                   10, "the reconnect in /metrics")
         metrics = http_get(f"http://127.0.0.1:{port}/metrics").decode()
         run.send_signal(signal.SIGINT)
         out, err = run.communicate(timeout=60)
