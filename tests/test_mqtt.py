@@ -97,8 +97,12 @@ class Subscriber:
 
 
 @pytest.fixture(scope="module")
-def mosquitto_available():
+def paho_available():
     pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (the test extra: pip install '.[test]')")
+
+
+@pytest.fixture(scope="module")
+def mosquitto_available(paho_available):
     if not os.path.exists(MOSQUITTO):
         pytest.skip("mosquitto is not installed (apt-get install mosquitto mosquitto-clients; .ci/run does it)")
 
@@ -284,7 +288,7 @@ def test_nothing_listening_is_one_warning_that_says_so(mosquitto_available, medi
         f"127.0.0.1:{closed} (connection refused); the run goes on and publishes once it connects"]
 
 
-def test_publishing_never_waits_for_a_silent_broker():
+def test_publishing_never_waits_for_a_silent_broker(paho_available):
     """publish_frame only queues: 3000 frames for a broker that never answers all return, the queue keeps the newest
     `queue_size` messages and counts the rest as dropped, and close() does not wait for the broker."""
     from runtime.mqtt import MqttPublisher
