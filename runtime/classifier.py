@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from .boxes import widen_box
+from .align import face_crop
 from .image import preprocess
 from .metadata import ModelError, ModelMetadata
 from .pipeline import FramePipeline
@@ -81,11 +81,12 @@ class ExpressionClassifier:
         logits = self.session.run(None, {self._input_name: self._buffer[:len(faces)]})[0]
         return softmax(logits.astype(np.float32))
 
-    def crop(self, frame: np.ndarray, box) -> np.ndarray:
-        """The face region of `box`, widened by the model's face margin and clipped to the frame (empty when
-        the box lies outside it)."""
-        x, y, w, h = widen_box(box, self.metadata.face_margin, frame.shape)
-        return frame[y:y + h, x:x + w]
+    def crop(self, frame: np.ndarray, box, landmarks: np.ndarray | None = None) -> np.ndarray:
+        """The face of `box` framed as the model wants it (`runtime.align.face_crop`): widened by the model's face
+        margin and clipped to the frame (empty when the box lies outside it), turned upright when the detector's
+        `landmarks` show a tilt above the model's `align_roll`."""
+        m = self.metadata
+        return face_crop(frame, box, m.face_margin, landmarks, m.align_roll, m.input_size)
 
     def detect(self, frame: np.ndarray, boxes) -> list[dict]:
         """The seed's call: one result dict per box that overlaps the frame (box, vector, result, probability,

@@ -10,6 +10,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Mapping
 
 DEFAULT_FACE_MARGIN = 0.1  # crops are widened by this share of the detector's box on every side
+# faces whose eye line (from a detector's landmarks) is tilted more than this many degrees are turned upright before
+# they are cropped (runtime.align); chosen on FER2013Valid by `python -m benchmarks.aligned_ferplus`
+DEFAULT_ALIGN_ROLL = 15.0
 
 
 class ModelError(ValueError):
@@ -22,6 +25,9 @@ class ModelMetadata:
 
     accuracy: FER2013Test accuracy in percent of the graph as exported (None when not measured).
     flip_tta: the graph averages each face with its mirror image.
+    face_margin, align_roll: the framing the model expects (`runtime.align.face_crop`): the detector's box widened by
+        `face_margin` on every side, turned upright when its landmarks show a tilt above `align_roll` degrees
+        (None: never turned; a model file exported before this key existed).
     """
     labels: list[str]
     input_size: int
@@ -29,6 +35,7 @@ class ModelMetadata:
     mean: list[float]
     std: list[float]
     face_margin: float = DEFAULT_FACE_MARGIN
+    align_roll: float | None = DEFAULT_ALIGN_ROLL
     arch: str = "unknown"
     dataset: str = "unknown"
     accuracy: float | None = None
@@ -54,7 +61,9 @@ class ModelMetadata:
         """The ONNX metadata_props (lists as JSON, numbers as text)."""
         return {"labels": json.dumps(list(self.labels)), "input_size": str(self.input_size),
                 "channels": str(self.channels), "mean": json.dumps(list(self.mean)), "std": json.dumps(list(self.std)),
-                "face_margin": str(self.face_margin), "arch": self.arch, "dataset": self.dataset,
+                "face_margin": str(self.face_margin),
+                "align_roll": "none" if self.align_roll is None else str(self.align_roll),
+                "arch": self.arch, "dataset": self.dataset,
                 "accuracy": "unknown" if self.accuracy is None else str(self.accuracy),
                 "flip_tta": str(int(self.flip_tta)), "source_commit": self.source_commit}
 
@@ -67,7 +76,9 @@ class ModelMetadata:
         try:
             meta = cls(labels=json.loads(raw["labels"]), input_size=int(raw["input_size"]),
                        channels=int(raw["channels"]), mean=json.loads(raw["mean"]), std=json.loads(raw["std"]),
-                       face_margin=float(raw["face_margin"]), arch=raw.get("arch", "unknown"),
+                       face_margin=float(raw["face_margin"]),
+                       align_roll=None if raw.get("align_roll", "none") == "none" else float(raw["align_roll"]),
+                       arch=raw.get("arch", "unknown"),
                        dataset=raw.get("dataset", "unknown"),
                        accuracy=None if raw.get("accuracy", "unknown") == "unknown" else float(raw["accuracy"]),
                        flip_tta=raw.get("flip_tta", "0") == "1", source_commit=raw.get("source_commit", "unknown"))
