@@ -52,6 +52,10 @@ class CascadeFaceDetector:
     region samples the image on another grid, which leaves fewer overlapping hits on the same face."""
 
     name = "Haar cascade"
+    min_face = 48  # pixels: the default min_size (runtime.photos plans its search scales with it)
+    # photos (runtime.photos): the cascade scans every scale itself, so a photo is searched whole at up to this
+    # many pixels on its long side (then in tiles at full size), never enlarged
+    photo_side, photo_upscale = 1280, False
 
     def __init__(self, cascade_path: str | os.PathLike | None = None, scale_factor: float = 1.1,
                  min_neighbors: int = 5, min_size: tuple[int, int] = (48, 48), detect_width: int | None = None,
@@ -67,6 +71,7 @@ class CascadeFaceDetector:
             raise ValueError(f"cannot read Haar cascade {path}: not an OpenCV cascade XML file")
         self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
         self.min_size, self.detect_width = tuple(min_size), detect_width
+        self.min_face = min(self.min_size)
         self.roi_min_neighbors = roi_min_neighbors
 
     def detect(self, frame: np.ndarray, roi=None, size_range: tuple[float, float] | None = None) -> np.ndarray:
@@ -96,9 +101,11 @@ class YuNetFaceDetector:
     (`face_scale=None`: YuNet's own boxes). `python -m benchmarks.detector_framing` measures it.
     With it, the classifier gives the Haar crop's label on 86.5% of the faces both detectors find, against 79%
     for YuNet's raw box (Haar's own box 5% larger or smaller: 91-92%).
+    After each call, `last_scores` and `last_landmarks` hold each returned box's score and five landmarks.
     """
 
     name = "YuNet"
+    min_face = 16  # pixels of its input: the smallest face found reliably (the sample portrait: score 0.9 at 16 px)
     # the region that runtime.tracking searches around a known face, as a share of its size on each side:
     # on the sample clip 0.5 finds 90% of the faces of YuNet on every frame, 0.35 (Haar's) 85%
     search_margin = 0.5
@@ -112,8 +119,12 @@ class YuNetFaceDetector:
         if not path.is_file():
             raise FileNotFoundError(f"YuNet model not found: {path}")
         self.path, self.detect_width, self.face_scale = path, detect_width, face_scale
+        self._score_threshold = score_threshold
         self._input_size: tuple[int, int] | None = None
         self.last_scores: dict[tuple[int, int, int, int], float] = {}  # box -> YuNet's score, last call
+        # box -> its five landmarks (float32 [5, 2] frame pixels: the eyes, the nose tip, the mouth corners, the
+        # image's left one first in each pair), last call
+        self.last_landmarks: dict[tuple[int, int, int, int], np.ndarray] = {}
         level = cv2.utils.logging.getLogLevel()
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # no OpenCV log lines for a wrong file
         try:
@@ -140,11 +151,24 @@ class YuNetFaceDetector:
             faces = self._haar_framed(faces)
         boxes = _to_frame_pixels(faces if faces is not None else [], scale, x, y)
         scores = faces[:, -1] if faces is not None else np.zeros(0)
+        points = faces[:, 4:14].reshape(-1, 5, 2) * scale + (x, y) if faces is not None else np.zeros((0, 5, 2))
         if size_range:
             keep = (boxes[:, 2] >= size_range[0]) & (boxes[:, 2] <= size_range[1])
-            boxes, scores = boxes[keep], scores[keep]
-        self.last_scores = {tuple(int(v) for v in b): round(float(s), 4) for b, s in zip(boxes, scores)}
+            boxes, scores, points = boxes[keep], scores[keep], points[keep]
+        keys = [tuple(int(v) for v in b) for b in boxes]
+        self.last_scores = {k: round(float(s), 4) for k, s in zip(keys, scores)}
+        self.last_landmarks = {k: p.astype(np.float32) for k, p in zip(keys, points)}
         return boxes
+
+    @property
+    def score_threshold(self) -> float:
+        """The least score of a face returned (runtime.photos lowers it for photos)."""
+        return self._score_threshold
+
+    @score_threshold.setter
+    def score_threshold(self, value: float) -> None:
+        self.net.setScoreThreshold(float(value))
+        self._score_threshold = float(value)
 
     def _haar_framed(self, faces: np.ndarray) -> np.ndarray:
         """YuNet's x, y, w, h rows as squares `face_scale` times as wide, on the same centres."""

@@ -34,6 +34,7 @@ class Track:
     box: np.ndarray
     lost: int = 0
     score: float | None = None  # the detector's score when it last found the face (None: it gives none)
+    landmarks: np.ndarray | None = None  # the detector's five landmarks when it last found the face
 
 
 class SceneCuts:
@@ -104,10 +105,6 @@ class IntervalDetector:
         self.last_ids: list[int] = []  # the track id of each box the last detect() returned
         self._next_id = 0
 
-    def _new_track(self, box: np.ndarray) -> Track:
-        self._next_id += 1
-        return Track(self._next_id - 1, box, score=self._score(box))
-
     def _follow(self, frame: np.ndarray, tracks: list[Track]) -> None:
         """Look for each track's face near its last box, at sizes near its own (not another track's face)."""
         for track in tracks:
@@ -121,12 +118,13 @@ class IntervalDetector:
                 track.lost += 1
             else:
                 track.box, track.lost = found[int(np.argmax([box_iou(f, track.box) for f in found]))], 0
-                track.score = self._score(track.box)
+                track.score, track.landmarks = self._score(track.box), self._landmarks(track.box)
 
     def _full(self, frame: np.ndarray, cut: bool) -> None:
         """Detect on the whole frame: found faces renew the tracks they overlap or start new ones;
         the tracks it did not see are looked for as on other frames."""
         found = self.detector.detect(frame)
+        seen = [(self._score(box), self._landmarks(box)) for box in found]  # before the searches below replace them
         if cut:
             self.tracks = []
         matched = match_boxes([t.box for t in self.tracks], list(found), threshold=0.3)  # found -> track
@@ -136,15 +134,26 @@ class IntervalDetector:
         for i, box in enumerate(found):
             if i in matched:  # the same face, found again
                 track = self.tracks[matched[i]]
-                track.box, track.lost, track.score = box, 0, self._score(box)
-                renewed.append(track)
+                track.box, track.lost = box, 0
             else:
-                renewed.append(self._new_track(box))
+                self._next_id += 1
+                track = Track(self._next_id - 1, box)
+            track.score, track.landmarks = seen[i]
+            renewed.append(track)
         self.tracks = renewed + unseen
         self.since_full = 0
 
     def _score(self, box) -> float | None:
         return getattr(self.detector, "last_scores", {}).get(tuple(int(v) for v in box))
+
+    def _landmarks(self, box) -> np.ndarray | None:
+        return getattr(self.detector, "last_landmarks", {}).get(tuple(int(v) for v in box))
+
+    @property
+    def last_landmarks(self) -> dict[tuple[int, int, int, int], np.ndarray]:
+        """box -> the five landmarks where the detector last found each face of the last frame (when it gives them)."""
+        return {tuple(int(v) for v in t.box): t.landmarks for t in self.tracks
+                if t.lost == 0 and t.landmarks is not None}
 
     @property
     def last_scores(self) -> dict[tuple[int, int, int, int], float]:
