@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Iterator
 
 import cv2
-import numpy as np
 
 from .classifier import ExpressionClassifier
 from .detectors import CascadeFaceDetector, create_detector
@@ -35,6 +34,7 @@ from .image import to_bgr
 from .outputs import IMAGE_EXTENSIONS, Frame, Outputs, UsageError, frame_record
 from .camera_options import parse_args
 from .serve import LOOPBACK, LiveView
+from .photos import read_photo
 from .pipeline import FramePipeline
 from .smoothing import LinearExponentialSmoothing
 from .solvers import StreamSolver
@@ -85,18 +85,10 @@ def image_files(source: Path) -> list[Path]:
     return files
 
 
-def read_image(path: Path) -> np.ndarray | None:
-    """uint8 image (16-bit images scaled down), or None when OpenCV cannot decode the file."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is not None and image.dtype != np.uint8:
-        image = cv2.convertScaleAbs(image, alpha=255.0 / max(1, int(image.max())))
-    return image
-
-
 def image_frames(files: list[Path], pipeline: FramePipeline, skipped: list[Path]) -> Iterator[Frame]:
     """Solved images; an unreadable one is skipped with a warning (added to `skipped`), the rest go on."""
     for index, path in enumerate(files):
-        image = read_image(path)
+        image = read_photo(path)
         if image is None:
             print(f"fer-camera: warning: cannot read image {path}: not an image file OpenCV can decode; skipped",
                   file=sys.stderr)
@@ -196,7 +188,7 @@ def check_source(args: argparse.Namespace) -> tuple[SourceSpec, list[Path] | Non
                              "picamera, a video, an image or a folder)")
         if path.is_dir() or path.suffix.lower() in IMAGE_EXTENSIONS:
             images = image_files(path)
-        if images is not None and not path.is_dir() and read_image(path) is None:
+        if images is not None and not path.is_dir() and read_photo(path) is None:
             raise UsageError(f"cannot read image {path}: not an image file OpenCV can decode")
     if images is not None and (args.serve or args.loop):
         raise UsageError("--serve and --loop are for a camera, a stream or a video")
@@ -262,7 +254,8 @@ def run(args: argparse.Namespace) -> int:
     if mqtt is not None and mqtt.wait_connected() and not args.quiet:
         print(f"fer-camera: publishing to {mqtt.broker.display} under {mqtt.broker.prefix}/", file=sys.stderr)
     frames = stream_frames(solver, args.loop, paced=bool(view)) if solver \
-        else image_frames(images, FramePipeline(detector, classifier), skipped)
+        else image_frames(images, FramePipeline(detector, classifier, photos=True, rotations=not args.no_rotations),
+                          skipped)
     visualizer = Visualizer(classifier.labels) if window else None
     give_back_memory = FreeMemoryReturner()  # a run of days keeps a steady RSS
     count, faces, started, last_print = 0, 0, time.monotonic(), 0.0

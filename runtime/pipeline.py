@@ -15,6 +15,7 @@ import numpy as np
 
 from .boxes import largest_box
 from .identities import FaceIds
+from .photos import PhotoDetector
 
 if TYPE_CHECKING:
     from .classifier import ExpressionClassifier
@@ -29,15 +30,24 @@ def results_for(boxes, vectors: np.ndarray, labels: Sequence[str]) -> list[dict]
             for box, vector in zip(boxes, vectors)]
 
 
-def classify_boxes(classifier: "ExpressionClassifier", frames: Sequence[np.ndarray],
-                   boxes_per_frame: Sequence) -> list[list[dict]]:
-    """Results for the boxes of several frames, all faces in one `predict` call. A box that lies entirely
-    outside its frame is dropped."""
+def landmarks_of(detector, boxes) -> list[np.ndarray | None]:
+    """The five landmarks the detector's last call gave for each of `boxes` (None where it gave none)."""
+    marks = getattr(detector, "last_landmarks", None) or {}
+    return [marks.get(tuple(int(v) for v in box)) for box in boxes]
+
+
+def classify_boxes(classifier: "ExpressionClassifier", frames: Sequence[np.ndarray], boxes_per_frame: Sequence,
+                   landmarks_per_frame: Sequence | None = None) -> list[list[dict]]:
+    """Results for the boxes of several frames, all faces in one `predict` call; each face framed by
+    `classifier.crop` (turned upright on its landmarks, where given). A box that lies entirely outside its frame is
+    dropped."""
     kept, crops = [], []
-    for frame, boxes in zip(frames, boxes_per_frame):
+    if landmarks_per_frame is None:
+        landmarks_per_frame = [[None] * len(boxes) for boxes in boxes_per_frame]
+    for frame, boxes, marks in zip(frames, boxes_per_frame, landmarks_per_frame):
         kept.append([])
-        for box in boxes:
-            crop = classifier.crop(frame, box)
+        for box, points in zip(boxes, marks):
+            crop = classifier.crop(frame, box, points)
             if crop.size:
                 kept[-1].append(box)
                 crops.append(crop)
@@ -63,12 +73,17 @@ class FramePipeline:
         unchanged (`IntervalDetector.carried_over`: every second frame between searches), the faces keep the
         previous frame's probabilities, which halves the classifier's work on video; `--detect-every 1`
         (no tracker) classifies every frame anyway.
+    photos: the frames are photos (`runtime.photos.PhotoDetector`): searched at several scales, whatever their size,
+        and, with `rotations`, turned when no face is found upright. Not for video.
     `seconds` adds up the time spent in each stage (detect, classify = crop + preprocess + model, smooth).
     """
 
     def __init__(self, detector, classifier: "ExpressionClassifier",
                  smoother: Callable[[list[dict]], list[dict]] | None = None, largest_only: bool = False,
-                 track_ids: bool = False, classify_every_frame: bool = False):
+                 track_ids: bool = False, classify_every_frame: bool = False, photos: bool = False,
+                 rotations: bool = True):
+        if photos and not isinstance(detector, PhotoDetector):
+            detector = PhotoDetector(detector, rotations=rotations)
         self.detector, self.classifier, self.smoother = detector, classifier, smoother
         self.largest_only, self.classify_every_frame = largest_only, classify_every_frame
         self.ids = FaceIds() if track_ids else None
@@ -88,7 +103,7 @@ class FramePipeline:
         if carried and self._last is not None and np.array_equal(self._last[0], boxes):
             results = self._last[1]
         else:
-            results = classify_boxes(self.classifier, [frame], [boxes])[0]
+            results = classify_boxes(self.classifier, [frame], [boxes], [landmarks_of(self.detector, boxes)])[0]
         self._last = boxes, results
         return [dict(r) for r in results]  # the smoother and the caller get their own dicts
 
@@ -129,4 +144,8 @@ class FramePipeline:
 
     def solve_batch(self, frames: Sequence[np.ndarray]) -> list[list[dict]]:
         """Results for independent images (no smoothing), every face in one classifier call."""
-        return classify_boxes(self.classifier, frames, [self.detect(frame) for frame in frames])
+        boxes, marks = [], []
+        for frame in frames:
+            boxes.append(self.detect(frame))
+            marks.append(landmarks_of(self.detector, boxes[-1]))
+        return classify_boxes(self.classifier, frames, boxes, marks)

@@ -128,17 +128,18 @@ class VideoSolver(StreamSolver):
 
 
 class BatchSolver(_Solver):
-    """Independent images, the largest face of each.
+    """Independent images (photos of any size: `runtime.photos`), the largest face of each.
 
     `solve([(index, frame), ...])` returns {"Vector", "Class", "Boxes", "Exist", "Index"}. An image
     without a face gets an all-zero Vector, Class "" and Boxes [0, 0, 0, 0], Exist False. The faces of
-    each chunk of `batch_size` images are classified in one call.
+    each chunk of `batch_size` images are classified in one call. `rotations`: look for faces in a photo turned by
+    90, 180 and 270 degrees when none is found upright, and check each face's orientation.
     """
 
-    def __init__(self, detector, classifier: ExpressionClassifier, batch_size: int = 32):
+    def __init__(self, detector, classifier: ExpressionClassifier, batch_size: int = 32, rotations: bool = True):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.pipeline = FramePipeline(detector, classifier, largest_only=True)
+        self.pipeline = FramePipeline(detector, classifier, largest_only=True, photos=True, rotations=rotations)
         self.batch_size = batch_size
 
     def solve(self, imgs: Sequence[tuple[int, np.ndarray]]) -> dict:
