@@ -19,7 +19,7 @@ import platform
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -254,6 +254,7 @@ def run(args: argparse.Namespace) -> dict:
         int8 = str(Path(args.model).with_name(Path(args.model).name.replace(".onnx", ".int8.onnx")))
         fast, slow = (FAST["detect_every"], FAST["detect_width"]), (SLOW["detect_every"], SLOW["detect_width"])
         variants = [(f"fp32 auto ({default}) fast (default)", args.model, "auto", *fast, {}),
+                    ("fp32 auto fast, faces never turned upright", args.model, "auto", *fast, {"align_roll": None}),
                     ("fp32 auto fast, classify every frame", args.model, "auto", *fast,
                      {"classify_every_frame": True}),
                     ("fp32 haar fast", args.model, "haar", *fast, {}),
@@ -284,8 +285,12 @@ def run(args: argparse.Namespace) -> dict:
     reports = []
     for name, model, kind, every, width, options in variants:
         every_frame = options.pop("classify_every_frame", False)
+        unaligned = "align_roll" in options and options.pop("align_roll") is None
         detector = make_detector(kind, yunet, every, width, **options)
-        r = run_pipeline(name, source, args.frames, pipeline(detector, model, every_frame), decode_only)
+        solver = pipeline(detector, model, every_frame)
+        if unaligned:  # the model's framing without its turn (runtime.align)
+            solver.classifier.metadata = replace(solver.classifier.metadata, align_roll=None)
+        r = run_pipeline(name, source, args.frames, solver, decode_only)
         if reference is not None:
             r.recall = round(recall(r.boxes, reference), 4)
         reports.append(r)

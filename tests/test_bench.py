@@ -55,7 +55,7 @@ def test_fps_compare_rows_and_recall(tiny_onnx, media, yunet_model, tmp_path):
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
     runs = {r["name"]: r for r in report["runs"]}
-    assert {"fp32 auto (YuNet) fast (default)", "fp32 haar fast", "fp32 haar every frame, full size",
+    assert {"fp32 auto (YuNet) fast (default)", "fp32 auto fast, faces never turned upright", "fp32 haar fast", "fp32 haar every frame, full size",
             "fp32 yunet fast", "fp32 yunet every frame, full size"} <= set(runs)
     assert all(0.0 <= r["recall"] <= 1.0 and r["frames"] == 12 for r in runs.values())
     # the reference is YuNet on every whole frame: the same detection finds all of its faces, Haar far fewer
@@ -151,3 +151,26 @@ def test_train_speed_times_data_loading_per_size_and_process_count(tmp_path):
         bad = subprocess.run([sys.executable, "-m", "benchmarks.train_speed", *bad_args, "--steps", "1"], cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_photos_benchmark_solves_one_photo_as_fer_camera_does(shipped_onnx):
+    done = subprocess.run([sys.executable, "-m", "benchmarks.photos", "--one", ROOT / "tests" / "data" / "biden.jpg"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["size"] == [970, 2204] and len(report["faces"]) == 1 and report["solve_s"] > 0
+    missing = subprocess.run([sys.executable, "-m", "benchmarks.photos", "--media", ROOT / "nothing-here"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "lacks obama-1080p.jpg" in missing.stderr
+
+
+def test_aligned_ferplus_chooses_on_valid_and_reports_test(ferplus):
+    done = subprocess.run([sys.executable, "-m", "benchmarks.aligned_ferplus", "--data", ferplus, "--count", "40"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("FER2013Valid: 40 faces, found") for line in lines)
+    assert sum("never turned" in line for line in lines) == 2  # valid and test
+    chosen = next(line for line in lines if "chosen on FER2013Valid" in line).split()[-1]
+    assert any(line.strip().startswith(f"align_roll {chosen}:") for line in lines[lines.index(
+        next(line for line in lines if line.startswith("FER2013Test"))):])
