@@ -19,6 +19,7 @@ this is for video: a stream's frames go to the detector as they are (`runtime.tr
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 
 import cv2
@@ -49,11 +50,61 @@ TURNS = (cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180, cv2.ROTATE_90_COUNTERCLOCKWISE
 
 def read_photo(path: str | os.PathLike) -> np.ndarray | None:
     """The photo at `path` as uint8 gray or BGR, upright (its EXIF orientation applied), 16-bit images scaled to 8
-    bits by their brightest value; None when OpenCV cannot decode the file. An alpha channel is dropped."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    bits by their brightest value; None when OpenCV cannot decode the file. An alpha channel is dropped.
+
+    A JPEG or PNG is decoded into an array made for it from the size in its header (`stored_size`): OpenCV's own
+    allocation would hold the image twice while decoding (a 48 MP photo: 280 MB instead of 140)."""
+    size = stored_size(path)
+    try:
+        image = cv2.imread(str(path), np.empty((*size, 3), np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH) \
+            if size else None
+    except cv2.error:
+        image = None
+    if image is None or image.size == 0:  # OpenCV decides what the file holds
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     if image is not None and image.dtype != np.uint8:
         image = cv2.convertScaleAbs(image, alpha=255.0 / max(1, int(image.max())))
     return image
+
+
+def stored_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(height, width) of a JPEG or PNG as it will be shown (an EXIF orientation of 5-8 swaps them), from its
+    header; None for other files or a header that does not say."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)  # markers before the frame header, EXIF included, fit in 64 KiB
+    except OSError:
+        return None
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", head[16:24])
+        return height, width
+    if head[:2] != b"\xff\xd8":
+        return None
+    at, turned = 2, False
+    while at + 4 <= len(head) and head[at] == 0xFF:
+        marker, length = head[at + 1], struct.unpack(">H", head[at + 2:at + 4])[0]
+        if marker == 0xE1 and head[at + 4:at + 10] == b"Exif\x00\x00":
+            turned = _exif_orientation(head[at + 10:at + 2 + length]) in (5, 6, 7, 8)
+        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start of frame
+            height, width = struct.unpack(">HH", head[at + 5:at + 9])
+            return (width, height) if turned else (height, width)
+        at += 2 + length
+    return None
+
+
+def _exif_orientation(tiff: bytes) -> int:
+    """The Orientation tag (0x0112) of an EXIF block's first image directory (1 when absent)."""
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return 1
+    start = struct.unpack(order + "I", tiff[4:8])[0]
+    if start + 2 > len(tiff):
+        return 1
+    for i in range(struct.unpack(order + "H", tiff[start:start + 2])[0]):
+        entry = tiff[start + 2 + 12 * i:start + 14 + 12 * i]
+        if len(entry) == 12 and struct.unpack(order + "H", entry[:2])[0] == 0x0112:
+            return struct.unpack(order + "H", entry[8:10])[0]
+    return 1
 
 
 @dataclass(frozen=True)
@@ -220,13 +271,14 @@ class PhotoDetector:
         return faces
 
     def _upright(self, image: np.ndarray, face: Face) -> Face:
-        """`face` as the detector sees it best in its neighbourhood turned by 0, 90, 180 or 270 degrees (the
-        detector's landmarks of an upside-down face say nothing of which way is up; those of an upright one do)."""
-        best = face
-        for turn in range(4):
-            for found in self._view(image, face, 90 * turn, CHECK_SIDE):
-                if found.score > best.score + 0.02:
-                    best = found
+        """`face` as the detector sees it best in its neighbourhood turned by 0, 90, 180 or 270 degrees, all four at
+        one scale (the detector's landmarks of an upside-down face say nothing of which way is up; those of an
+        upright one do); the face as found unless a turn scores clearly better than no turn."""
+        views = [max(self._view(image, face, 90 * turn, CHECK_SIDE), key=lambda f: f.score, default=None)
+                 for turn in range(4)]
+        best = max((v for v in views if v is not None), key=lambda f: f.score, default=None)
+        if best is None or best is views[0] or (views[0] is not None and best.score <= views[0].score + 0.02):
+            return face
         return best
 
     def _landmarks(self, image: np.ndarray, face: Face) -> Face:
