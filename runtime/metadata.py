@@ -12,7 +12,7 @@ from typing import Mapping
 DEFAULT_FACE_MARGIN = 0.1  # crops are widened by this share of the detector's box on every side
 # faces whose eye line (from a detector's landmarks) is tilted more than this many degrees are turned upright before
 # they are cropped (runtime.align); chosen on FER2013Valid by `python -m benchmarks.aligned_ferplus`
-DEFAULT_ALIGN_ROLL = 15.0
+DEFAULT_ALIGN_ROLL = 20.0
 
 
 class ModelError(ValueError):
