@@ -290,3 +290,32 @@ def test_a_large_photo_is_held_once_while_it_is_decoded(portrait, tmp_path):
     assert done.returncode == 0, done.stderr
     size, grew = map(int, done.stdout.split())
     assert size == 6000 * 3375 * 3 and grew < 1.3 * size
+
+
+def test_faces_missed_upright_are_found_in_the_photo_tilted(ferplus, yunet_model):
+    # FER+ faces as small photos turned by 30 degrees inside their own canvas (their corners cut off): YuNet misses
+    # about one in six upright; the whole-photo looks at +-15 to +-75 degrees find them
+    from benchmarks.photos import ferplus_photo, turned
+
+    from .conftest import ferplus_test_faces
+
+    faces, _ = ferplus_test_faces(ferplus, ExpressionClassifier().labels, 60)
+    photos = PhotoDetector(YuNetFaceDetector(yunet_model))
+    found, tilts, agree, pairs = 0, [], 0, 0
+
+    def roll(photo):
+        boxes = photos.detect(photo)
+        return roll_degrees(photos.last_landmarks[tuple(int(v) for v in boxes[0])]) if len(boxes) else None
+
+    for face in faces:
+        upright = roll(ferplus_photo(face))
+        turned_roll = roll(turned(ferplus_photo(face), 30, grow=False))
+        found += turned_roll is not None
+        if turned_roll is not None:
+            tilts.append(photos.last_tilt)
+            if upright is not None:  # the eye line falls by about the turn
+                pairs += 1
+                agree += abs(turned_roll - (upright - 30)) < 15
+    assert found >= 57 and any(t != 0 for t in tilts) and agree >= 0.9 * pairs
+    photos.rotations = False
+    assert sum(len(photos.detect(turned(ferplus_photo(f), 30, grow=False))) > 0 for f in faces) < found
