@@ -39,6 +39,11 @@ def match_boxes(previous: list, current: list, threshold: float = 0.5) -> dict[i
     return matched
 
 
+def clip_box(box, frame_shape) -> Box:
+    """The part of an x, y, w, h box that lies in the frame."""
+    return widen_box(box, 0.0, frame_shape)
+
+
 def widen_box(box, margin: float, frame_shape) -> Box:
     """Widen an x, y, w, h box by `margin` of its size on every side, clipped to the frame."""
     x, y, w, h = (int(v) for v in box)

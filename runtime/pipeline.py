@@ -1,7 +1,8 @@
 """The per-frame pipeline: detect -> crop -> classify -> smooth -> results. Every solver, the CLI and the
 speed benchmark run frames through `FramePipeline`; nothing else wires these steps.
 
-A result is the seed's dict: `box` (x, y, w, h), `vector` (float32 probabilities), `result` (class index),
+A result is the seed's dict: `box` (x, y, w, h in the frame's pixels, the part of the detector's box inside the
+frame), `vector` (float32 probabilities), `result` (class index),
 `probability` and `label`; a stream's results also carry `track_id` (the tracker's track, else
 runtime.identities.FaceIds: a new one for a new face and after a scene cut), and `detector_score` when the
 detector gives one (YuNet).
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from .boxes import largest_box
+from .boxes import clip_box, largest_box
 from .identities import FaceIds
 from .photos import PhotoDetector
 
@@ -137,6 +138,8 @@ class FramePipeline:
             for r in results:
                 if r["box"] in scores:
                     r["detector_score"] = scores[r["box"]]
+        for r in results:  # the detector's box may reach past the frame's edge (a face cut off): its part in it
+            r["box"] = clip_box(r["box"], frame.shape)
         t3 = time.perf_counter()
         for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2)):
             self.seconds[stage] += seconds
@@ -148,4 +151,8 @@ class FramePipeline:
         for frame in frames:
             boxes.append(self.detect(frame))
             marks.append(landmarks_of(self.detector, boxes[-1]))
-        return classify_boxes(self.classifier, frames, boxes, marks)
+        out = classify_boxes(self.classifier, frames, boxes, marks)
+        for frame, results in zip(frames, out):
+            for r in results:
+                r["box"] = clip_box(r["box"], frame.shape)
+        return out

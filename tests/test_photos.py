@@ -319,3 +319,15 @@ def test_faces_missed_upright_are_found_in_the_photo_tilted(ferplus, yunet_model
     assert found >= 57 and any(t != 0 for t in tilts) and agree >= 0.9 * pairs
     photos.rotations = False
     assert sum(len(photos.detect(turned(ferplus_photo(f), 30, grow=False))) > 0 for f in faces) < found
+
+
+def test_a_face_cut_off_by_the_edge_gets_a_box_inside_the_frame(pipeline, portrait, shipped_onnx):
+    # the portrait's face with its left third cut off: the detector's square reaches past the edge
+    x, y, w, h = pipeline(portrait)[0]["box"]
+    cut = np.ascontiguousarray(portrait[:, x + w // 3:])
+    for results in (pipeline(cut), pipeline.solve_batch([cut])[0]):
+        assert len(results) == 1
+        bx, by, bw, bh = results[0]["box"]
+        assert bx >= 0 and by >= 0 and bx + bw <= cut.shape[1] and by + bh <= cut.shape[0] and bw > 0
+    solver = BatchSolver(create_detector(), ExpressionClassifier(shipped_onnx))
+    assert min(solver.solve([(0, cut)])["Boxes"][0]) >= 0
