@@ -226,7 +226,8 @@ class PhotoDetector:
         image `region` lies in at `origin`."""
         h, w = region.shape[:2]
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        tile = cv2.resize(region, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR) \
+        # area interpolation where a tile shrinks a lot; a mild shrink (the finest passes) is linear, 4x faster
+        tile = cv2.resize(region, size, interpolation=cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR) \
             if size != (w, h) else region
         if turn:
             tile = cv2.rotate(tile, TURNS[turn - 1])
