@@ -91,8 +91,9 @@ def test_detect_fields_and_box_outside_frame(tiny_onnx):
     frame = cv2.imread(str(DATA / "obama-480p.jpg"))  # 853 x 480
     boxes = [(10, 20, 100, 100), (-30, 400, 100, 100), (900, 10, 50, 50), (100, -200, 80, 80)]
     results = clf.detect(frame, boxes)
-    # the last two lie entirely outside the frame (even widened by the face margin): dropped
-    assert [r["box"] for r in results] == [(10, 20, 100, 100), (-30, 400, 100, 100)]
+    # the last two lie entirely outside the frame (even widened by the face margin): dropped; a result's box is the
+    # part of the given box inside the frame
+    assert [r["box"] for r in results] == [(10, 20, 100, 100), (0, 400, 70, 80)]
     for r in results:
         assert set(r) == {"box", "vector", "result", "probability", "label"}
         assert r["vector"].dtype == np.float32 and r["label"] == clf.labels[r["result"]]
