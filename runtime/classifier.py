@@ -5,6 +5,7 @@ file's metadata (`runtime.metadata.ModelMetadata`), so a retrained model needs n
 """
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Callable, Sequence
@@ -14,6 +15,7 @@ import onnxruntime as ort
 
 from .align import face_crop
 from .image import preprocess
+from .labels import canonical_label, known_label
 from .metadata import ModelError, ModelMetadata
 from .pipeline import FramePipeline
 
@@ -42,26 +44,87 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
+def check_device(device) -> None:
+    """The seed's `device` argument: the runtime runs on the CPU only (onnxruntime's CPU provider)."""
+    if device is not None and str(device).split(":")[0].lower() != "cpu":
+        raise ValueError(f"device {device!r}: this runtime runs on the CPU only (onnxruntime's CPU provider); "
+                         "leave device out or give 'cpu'")
+
+
+def table_names(express_table) -> list[str]:
+    """The class names of the seed's label tables: a list, or a dict of index -> name with indices 0..N-1."""
+    if isinstance(express_table, dict):
+        if sorted(express_table) != list(range(len(express_table))):
+            raise ValueError(f"express_table's keys must be 0 to {len(express_table) - 1}, "
+                             f"got {sorted(express_table)}")
+        return [str(express_table[i]) for i in range(len(express_table))]
+    if isinstance(express_table, (list, tuple)) and all(isinstance(n, str) for n in express_table):
+        return list(express_table)
+    raise TypeError(f"express_table must be a list of class names or a dict of index -> name (as the seed's "
+                    f"rafdb_table and affectnet_table), got {type(express_table).__name__}")
+
+
 class ExpressionClassifier:
     """An exported expression model: `predict(faces)` -> probabilities, `labels` names their columns.
 
-    `model_path`: an ONNX file, or "fp32" / "int8" for the shipped models (default: fp32).
-
-    `smoother` is the seed's way to smooth video (`VideoSolver(detector, ExpressionClassifier(smoother=...))`);
-    the solvers use it when they are given none of their own.
+    The seed's signature, positionally or by keyword:
+    model: an ONNX file, or "fp32" / "int8" for the shipped models (default: fp32).
+    express_table: the classes to report and their names, as the seed's tables (`["Neutral", "Happy", ...]` or
+        `{0: "Happy", 1: "Sad", ...}`): matched to the model's labels by name with the usual synonyms (Happy /
+        Happiness, Sad / Sadness, Angry / Anger), in the table's order, the probabilities renormalized over the chosen
+        classes (as the seed did). A class the model lacks is a ValueError. Default: the model's own labels.
+    smoother: the seed's way to smooth video (`VideoSolver(detector, ExpressionClassifier(model, table, smoother))`);
+        the solvers use it when they are given none of their own.
+    preprocesser: the seed's torchvision transform; the model's metadata says its preprocessing here, so only None.
+    device: the seed's torch device; the runtime runs on the CPU only ("cpu" or None).
+    threads: onnxruntime's intra-op threads (keyword only).
     """
 
-    def __init__(self, model_path: str | os.PathLike | None = None,
-                 smoother: Callable[[list[dict]], list[dict]] | None = None, threads: int | None = None):
-        path = SHIPPED_MODELS.get(str(model_path), Path(model_path)) if model_path else DEFAULT_MODEL
+    def __init__(self, model: str | os.PathLike | None = None, express_table=None,
+                 smoother: Callable[[list[dict]], list[dict]] | None = None, preprocesser=None, device=None, *,
+                 threads: int | None = None, model_path: str | os.PathLike | None = None):
+        model = model if model is not None else model_path
+        if smoother is not None and not callable(smoother):
+            raise TypeError(f"smoother must be callable (e.g. LinearExponentialSmoothing(0.3)), got "
+                            f"{type(smoother).__name__}")
+        if preprocesser is not None:
+            raise ValueError("preprocesser: the model's metadata says how faces are preprocessed "
+                             "(runtime.image.preprocess); leave preprocesser out")
+        check_device(device)
+        path = SHIPPED_MODELS.get(str(model), Path(model)) if model else DEFAULT_MODEL
         if not path.is_file():
             raise ModelError(f"model not found: {path}")
+        if path.suffix.lower() in (".pth", ".pt", ".ckpt"):
+            raise ModelError(f"{path} is a training checkpoint (PyTorch); the runtime reads ONNX: export it with "
+                             f"fer-export --checkpoint {path} --output {path.with_suffix('.onnx')}")
         self.path, self.smoother = path, smoother
         self.session = _session(path, threads)
         self.metadata = ModelMetadata.from_props(self.session.get_modelmeta().custom_metadata_map, path)
-        self.labels: list[str] = list(self.metadata.labels)
         self._input_name = self.session.get_inputs()[0].name
         self._buffer: np.ndarray | None = None
+        self.labels: list[str] = list(self.metadata.labels)
+        self._columns: list[int] | None = None  # the model's outputs reported, in order (None: all)
+        if express_table is not None:
+            self.labels, self._columns = self._choose(table_names(express_table))
+
+    def _choose(self, names: list[str]) -> tuple[list[str], list[int]]:
+        """The table's names and, for each, the model's output column of the same class."""
+        model = {canonical_label(n) if known_label(n) else n: i for i, n in enumerate(self.metadata.labels)}
+        columns = []
+        for name in names:
+            key = canonical_label(name) if known_label(name) else name
+            if key not in model:
+                raise ValueError(f"express_table names {name!r}, a class the model {self.path.name} lacks (its "
+                                 f"classes: {', '.join(self.metadata.labels)})")
+            columns.append(model[key])
+        return names, columns
+
+    def with_table(self, express_table) -> "ExpressionClassifier":
+        """This classifier (the same model session) reporting the classes of `express_table` (see the class)."""
+        other = copy.copy(self)
+        other._buffer = None
+        other.labels, other._columns = self._choose(table_names(express_table))
+        return other
 
     @property
     def express_table(self) -> list[str]:
@@ -70,7 +133,7 @@ class ExpressionClassifier:
 
     def predict(self, faces: Sequence[np.ndarray]) -> np.ndarray:
         """Probabilities [N, classes] (rows sum to 1) for face crops (gray, BGR or BGRA, any size), in one
-        onnxruntime call."""
+        onnxruntime call; the classes are `labels` (the express_table's, renormalized over them)."""
         if len(faces) == 0:
             return np.zeros((0, len(self.labels)), np.float32)
         for i, face in enumerate(faces):
@@ -79,7 +142,11 @@ class ExpressionClassifier:
         m = self.metadata
         self._buffer = preprocess(faces, m.input_size, m.channels, m.mean, m.std, out=self._buffer)
         logits = self.session.run(None, {self._input_name: self._buffer[:len(faces)]})[0]
-        return softmax(logits.astype(np.float32))
+        probabilities = softmax(logits.astype(np.float32))
+        if self._columns is None:
+            return probabilities
+        chosen = probabilities[:, self._columns]
+        return chosen / chosen.sum(axis=1, keepdims=True)
 
     def crop(self, frame: np.ndarray, box, landmarks: np.ndarray | None = None) -> np.ndarray:
         """The face of `box` framed as the model wants it (`runtime.align.face_crop`): widened by the model's face

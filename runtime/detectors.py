@@ -89,7 +89,21 @@ class CascadeFaceDetector:
         return _to_frame_pixels(boxes, scale, x, y)
 
 
-CV2FaceDetector = CascadeFaceDetector  # the seed's name
+SEED_CASCADE = "ckpt/haarcascade_frontalface_default.xml"  # where the seed's README put the cascade
+
+
+class CV2FaceDetector(CascadeFaceDetector):
+    """The seed's name and signature: `CV2FaceDetector(model_para_dir="ckpt/haarcascade_frontalface_default.xml")`.
+
+    The seed had its users download OpenCV's frontal-face cascade to that path. When no file is there, OpenCV's own
+    copy of the same cascade (`cv2.data.haarcascades`) is used, so the seed's call works without the download; a
+    path that is given and names another missing file is still a FileNotFoundError."""
+
+    def __init__(self, model_para_dir: str | os.PathLike = SEED_CASCADE, **options):
+        path = Path(model_para_dir)
+        if not path.is_file() and path.as_posix().endswith(SEED_CASCADE):
+            path = None  # the seed's default path, not downloaded: OpenCV's copy of the same file
+        super().__init__(path, **options)
 
 
 class YuNetFaceDetector:

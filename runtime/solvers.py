@@ -10,7 +10,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .classifier import ExpressionClassifier
+from .classifier import ExpressionClassifier, check_device
 from .image import check_image
 from .pipeline import FramePipeline
 from .sources import RECONNECT_S, FileFrames, LiveFrames, SourceSpec, open_frames, parse_source
@@ -39,12 +39,17 @@ class StreamSolver(_Solver):
         faces are followed in between (`runtime.tracking.IntervalDetector`); 1 runs it on every frame.
     smoother: smoothing across frames (e.g. `LinearExponentialSmoothing(0.3)`); by default the
         classifier's own `smoother`, if it has one (the seed's API).
+    fps: the seed's third argument, the frame step: `get_solved_frame()` solves every fps-th frame of the source
+        (1, the default: every frame); the frames in between are read and dropped.
     Each result carries a `track_id`: one person, new at a scene cut. `start()` forgets the faces, ids and
     smoothing state of the previous stream.
     """
 
-    def __init__(self, detector, classifier: ExpressionClassifier, detect_every: int = DEFAULT_DETECT_EVERY,
-                 smoother: Callable[[list[dict]], list[dict]] | None = None):
+    def __init__(self, detector, classifier: ExpressionClassifier, fps: int = 1, *,
+                 detect_every: int = DEFAULT_DETECT_EVERY, smoother: Callable[[list[dict]], list[dict]] | None = None):
+        if not isinstance(fps, int) or isinstance(fps, bool) or fps < 1:
+            raise ValueError(f"fps (the frame step: every fps-th frame is solved) must be an integer >= 1, got {fps!r}")
+        self.step = fps
         self.pipeline = FramePipeline(tracked(detector, detect_every), classifier,
                                       smoother if smoother is not None else classifier.smoother, track_ids=True)
         self.frames: FileFrames | LiveFrames | None = None
@@ -86,7 +91,10 @@ class StreamSolver(_Solver):
         if self.frames is None:
             raise RuntimeError("call start() before reading frames")
         started = time.perf_counter()
-        got = self.frames.read()
+        for _ in range(self.step):  # the frames between two solved ones are dropped
+            got = self.frames.read()
+            if got is None:
+                break
         self.read_seconds += time.perf_counter() - started
         if got is None:
             return [], None
@@ -132,14 +140,24 @@ class BatchSolver(_Solver):
 
     `solve([(index, frame), ...])` returns {"Vector", "Class", "Boxes", "Exist", "Index"}. An image
     without a face gets an all-zero Vector, Class "" and Boxes [0, 0, 0, 0], Exist False. The faces of
-    each chunk of `batch_size` images are classified in one call. `rotations`: look for faces in a photo turned by
+    each chunk of `batch_size` images are classified in one call. The seed's signature: `device` ("cpu": the runtime
+    runs on the CPU only), `label` (the seed's label table, as `ExpressionClassifier`'s express_table: the classes
+    reported and their names; default the classifier's). `rotations` (keyword): look for faces in a photo turned by
     90, 180 and 270 degrees when none is found upright, and check each face's orientation.
     """
 
-    def __init__(self, detector, classifier: ExpressionClassifier, batch_size: int = 32, rotations: bool = True):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    def __init__(self, detector, classifier: ExpressionClassifier, device="cpu", label=None, batch_size: int = 128,
+                 *, rotations: bool = True):
+        check_device(device)
+        if label is not None:  # the seed's label table: the classes reported and their names
+            classifier = classifier.with_table(label)
         self.pipeline = FramePipeline(detector, classifier, largest_only=True, photos=True, rotations=rotations)
+        self.set_batch_size(batch_size)
+
+    def set_batch_size(self, batch_size: int) -> None:
+        """The seed's call: how many images' faces go to the classifier in one call."""
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.batch_size = batch_size
 
     def solve(self, imgs: Sequence[tuple[int, np.ndarray]]) -> dict:
