@@ -82,6 +82,10 @@ def image_files(source: Path) -> list[Path]:
     files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS) if source.is_dir() else [source]
     if not files:
         raise UsageError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in folder {source}")
+    folders = sum(p.is_dir() for p in source.iterdir()) if source.is_dir() else 0
+    if folders:
+        print(f"fer-camera: note: the {folders} folder{'s' if folders > 1 else ''} inside {source} "
+              f"{'are' if folders > 1 else 'is'} not searched (give each as --source)", file=sys.stderr)
     return files
 
 
@@ -321,8 +325,13 @@ def run(args: argparse.Namespace) -> int:
 def counts(count: int, faces: int, fps: float, solver, spec: SourceSpec, closing: str | None = None) -> str:
     """The progress line ('frames 120, faces 80, ...') or, given what was counted (`closing`: frames, images), the
     closing one ('120 frames, 80 faces, ...'); a live source's dropped frames and reconnects follow."""
-    line = f"{count} {closing}, {faces} faces" if closing else f"frames {count}, faces {faces}"
-    line += f", {fps:.1f} fps"
+    if closing:
+        noun = closing[:-1] if count == 1 and closing.endswith("s") else closing
+        line = f"{count} {noun}, {faces} face{'' if faces == 1 else 's'}"
+    else:
+        line = f"frames {count}, faces {faces}"
+    if not (closing and count == 1):  # no rate for a single image or frame
+        line += f", {fps:.1f} fps"
     if solver is not None and spec.live and solver.frames is not None:
         line += f", {solver.frames.dropped} dropped"
         if solver.frames.reconnects:

@@ -42,9 +42,20 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def package_version() -> str:
+    """The installed fer-edge's version ("unknown" from a source tree that was never installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fer-edge")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def parse_args(argv: list[str] | None, description: str = "") -> argparse.Namespace:
     """fer-camera's options, each checked as it is parsed (one line and exit 2 for a bad one)."""
     p = OneLineParser(prog="fer-camera", description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"fer-camera {package_version()}")
     p.add_argument("--source", default="0", help="camera index or /dev/videoN, rtsp:// rtsps:// http:// https:// "
                                                  "stream, picamera[:N] (Raspberry Pi Camera Module), video file, "
                                                  "image file or folder of images (default 0)")

@@ -91,6 +91,10 @@ class Outputs:
             raise UsageError(f"--output for a video or camera must end in {' or '.join(VIDEO_CODECS)}, got {self.output}")
         if images is not None and (args.summary or args.plot):
             raise UsageError("--summary and --plot follow faces over time: give a video or a camera as --source")
+        if self.output and images is not None and self.output.suffix \
+                and self.output.suffix.lower() not in IMAGE_EXTENSIONS and not self.output.is_dir():
+            raise UsageError(f"--output {self.output}: annotated images are written as "
+                             f"{', '.join(sorted(IMAGE_EXTENSIONS))}; give a file with one of these or a folder")
         # images go into a folder unless one image is written to a file name with an image extension
         self.into_folder = bool(self.output) and images is not None and (
             len(images) > 1 or self.output.suffix.lower() not in IMAGE_EXTENSIONS)

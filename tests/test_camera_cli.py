@@ -302,3 +302,31 @@ def test_shipped_model_by_name_from_another_directory(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
     assert f"model {SHIPPED_MODELS['int8']}" in done.stderr and done.stdout.startswith("biden.jpg: box")
+
+
+def test_newcomer_defects_each_give_one_clear_line(tmp_path):
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    (folder / "one.jpg").write_bytes((DATA / "obama-480p.jpg").read_bytes())
+    # an image's --output with an extension no image is written as: refused, nothing made
+    done = _camera("--source", folder, "--headless", "--output", tmp_path / "out.gif")
+    assert done.returncode == 2 and "--output" in done.stderr and ".png" in done.stderr
+    assert not (tmp_path / "out.gif").exists()
+    # a training checkpoint as --model: what it is and the export command
+    checkpoint = tmp_path / "best.pth"
+    checkpoint.write_bytes(b"\x80\x02not really")
+    done = _camera("--source", folder, "--headless", "--model", checkpoint)
+    assert done.returncode == 2 and "training checkpoint" in done.stderr and "fer-export --checkpoint" in done.stderr
+    assert "Traceback" not in done.stderr and "protobuf" not in done.stderr.lower()
+    # subfolders are said to be left out; one image closes with singular words and no rate
+    done = _camera("--source", folder, "--headless")
+    assert done.returncode == 0, done.stderr
+    assert "the 1 folder inside" in done.stderr and "is not searched" in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "1 image, 1 face"
+    version = _camera("--version")
+    assert version.returncode == 0 and version.stdout.startswith("fer-camera ")
+
+
+def test_the_licence_files_are_there():
+    assert "MIT License" in (ROOT / "LICENSE").read_text()
+    assert (ROOT / "runtime" / "data" / "LICENSE-YuNet.txt").is_file()
