@@ -1,8 +1,8 @@
 """The per-frame pipeline: detect -> crop -> classify -> smooth -> results. Every solver, the CLI and the
 speed benchmark run frames through `FramePipeline`; nothing else wires these steps.
 
-A result is the seed's dict: `box` (x, y, w, h in the frame's pixels, the part of the detector's box inside the
-frame), `vector` (float32 probabilities), `result` (class index),
+A result is the seed's dict (a `FaceResult`, whose `to_dict()` is JSON-ready): `box` (x, y, w, h in the frame's
+pixels, the part of the detector's box inside the frame), `vector` (float32 probabilities), `result` (class index),
 `probability` and `label`; a stream's results also carry `track_id` (the tracker's track, else
 runtime.identities.FaceIds: a new one for a new face and after a scene cut), and `detector_score` when the
 detector gives one (YuNet).
@@ -24,10 +24,29 @@ if TYPE_CHECKING:
 STAGES = ("detect", "classify", "smooth")
 
 
-def results_for(boxes, vectors: np.ndarray, labels: Sequence[str]) -> list[dict]:
-    """One result dict per (box, probability vector)."""
-    return [{"box": tuple(int(v) for v in box), "vector": vector, "result": int(vector.argmax()),
-             "probability": float(vector.max()), "label": labels[int(vector.argmax())]}
+class FaceResult(dict):
+    """One face's result: the seed's dict (its `vector` a float32 numpy array), plus `to_dict()`, the same as plain
+    JSON-ready values (`json.dumps([r.to_dict() for r in pipeline(frame)])`)."""
+
+    def to_dict(self) -> dict:
+        """The result with lists, ints and floats only."""
+        return {key: _plain(value) for key, value in self.items()}
+
+
+def _plain(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def results_for(boxes, vectors: np.ndarray, labels: Sequence[str]) -> list[FaceResult]:
+    """One result per (box, probability vector)."""
+    return [FaceResult(box=tuple(int(v) for v in box), vector=vector, result=int(vector.argmax()),
+                       probability=float(vector.max()), label=labels[int(vector.argmax())])
             for box, vector in zip(boxes, vectors)]
 
 
@@ -106,7 +125,7 @@ class FramePipeline:
         else:
             results = classify_boxes(self.classifier, [frame], [boxes], [landmarks_of(self.detector, boxes)])[0]
         self._last = boxes, results
-        return [dict(r) for r in results]  # the smoother and the caller get their own dicts
+        return [FaceResult(r) for r in results]  # the smoother and the caller get their own dicts
 
     def _track_ids(self, frame: np.ndarray, boxes: np.ndarray, results: list[dict]) -> list[int]:
         """The track id of each result: the tracker's when it numbers its faces, else FaceIds'."""

@@ -331,3 +331,13 @@ def test_a_face_cut_off_by_the_edge_gets_a_box_inside_the_frame(pipeline, portra
         assert bx >= 0 and by >= 0 and bx + bw <= cut.shape[1] and by + bh <= cut.shape[0] and bw > 0
     solver = BatchSolver(create_detector(), ExpressionClassifier(shipped_onnx))
     assert min(solver.solve([(0, cut)])["Boxes"][0]) >= 0
+
+
+def test_results_turn_into_json(pipeline, portrait):
+    import json
+
+    results = pipeline(portrait)
+    again = json.loads(json.dumps([r.to_dict() for r in results]))
+    assert again[0]["label"] == results[0]["label"] and again[0]["box"] == list(results[0]["box"])
+    assert again[0]["vector"] == pytest.approx(results[0]["vector"].tolist())
+    assert isinstance(results[0], dict) and results[0]["vector"].dtype == np.float32  # the seed's dict as before
