@@ -23,20 +23,44 @@ def text_colour(background) -> tuple[int, int, int]:
     return (0, 0, 0) if 0.114 * b + 0.587 * g + 0.299 * r > 140 else (255, 255, 255)
 
 
-def draw_faces(image: np.ndarray, results: list[dict]) -> np.ndarray:
-    """Draw every face's box with its label and probability onto `image` (BGR, in place). Text and lines grow
-    with the image (readable on a 2,000 px portrait as on a 480 px frame)."""
-    scale = max(0.5, image.shape[0] / 800)
+MIN_FONT_SCALE = 0.35  # smaller OpenCV text cannot be read
+
+
+def label_layout(image_shape, box, label: str, probability: float) -> tuple[str, tuple[int, int, int, int], float, int]:
+    """A face's label: its text, background (x0, y0, x1, y1), font scale and thickness. The text grows with the
+    image (readable on a 2,000 px portrait as on a 480 px frame) but is at most 1.6 times as wide as the face, so a grid of
+    small faces keeps its labels apart: "Happiness 0.98", else "Happiness", else "Hap" for a face too small for
+    more. It lies inside the image: above the box, or inside its top where there is no room above, shifted left at
+    the right edge."""
+    height, width = image_shape[:2]
+    x, y, w, h = (int(v) for v in box)
+    texts = [f"{label} {probability:.2f}", label, label[:3]]
+    for text in texts:
+        (unit, _), _ = cv2.getTextSize(text, FONT, 1.0, 1)
+        scale = min(max(0.5, height / 800), 1.6 * w / max(unit, 1))
+        if scale >= MIN_FONT_SCALE:
+            break
+    scale = max(scale, MIN_FONT_SCALE)
     thickness = max(1, round(scale * 1.5))
+    (tw, th), base = cv2.getTextSize(text, FONT, scale, thickness)
+    box_w, box_h = tw + 6, th + base + 4
+    x0 = min(max(0, x), max(0, width - box_w))
+    y0 = y - box_h if y - box_h >= 0 else max(0, min(y, height - box_h))
+    return text, (x0, y0, x0 + box_w, y0 + box_h), scale, thickness
+
+
+def draw_faces(image: np.ndarray, results: list[dict]) -> np.ndarray:
+    """Draw every face's box with its label and probability onto `image` (BGR, in place); labels placed by
+    `label_layout`."""
+    line = max(1, round(max(0.5, image.shape[0] / 800) * 1.5)) + 1
     for r in results:
         x, y, w, h = (int(v) for v in r["box"])
         color = PALETTE[r["result"] % len(PALETTE)]
-        cv2.rectangle(image, (x, y), (x + w, y + h), color, thickness + 1)
-        text = f"{r['label']} {r['probability']:.2f}"
-        (tw, th), base = cv2.getTextSize(text, FONT, scale, thickness)
-        top = max(0, y - th - base - 4)
-        cv2.rectangle(image, (x, top), (x + tw + 6, top + th + base + 4), color, -1)
-        cv2.putText(image, text, (x + 3, top + th + 2), FONT, scale, text_colour(color), thickness, cv2.LINE_AA)
+        text, (x0, y0, x1, y1), scale, thickness = label_layout(image.shape, r["box"], r["label"], r["probability"])
+        cv2.rectangle(image, (x, y), (x + w, y + h), color, line)
+        cv2.rectangle(image, (x0, y0), (x1, y1), color, -1)
+        (_, th), _ = cv2.getTextSize(text, FONT, scale, thickness)
+        cv2.putText(image, text, (x0 + 3, y0 + th + 2), FONT, scale, text_colour(color), thickness, cv2.LINE_AA)
     return image
 
 

@@ -343,3 +343,25 @@ def test_frame_pipeline_keeps_probabilities_on_frames_the_tracker_carries_over(t
     pipeline.reset()  # a new video: its first frame is searched and classified
     pipeline(frames[1])
     assert CountingClassifier.calls == calls + 1 and tracker.carried_over is False
+
+
+def test_labels_stay_inside_the_image_and_apart_in_a_grid_of_small_faces():
+    from runtime.visualizer import draw_faces, label_layout
+
+    shape = (720, 1280, 3)
+    # at the edges: the whole label inside the image
+    for box in [(0, 0, 60, 60), (1240, 5, 40, 40), (1200, 690, 80, 30), (-20, 300, 60, 60)]:
+        _, (x0, y0, x1, y1), _, _ = label_layout(shape, box, "Happiness", 0.98)
+        assert 0 <= x0 < x1 <= shape[1] and 0 <= y0 < y1 <= shape[0]
+    # a 4x4 grid of 32 px faces a face apart: no label covers a neighbour's
+    boxes = [(100 + 64 * c, 100 + 64 * r, 32, 32) for r in range(4) for c in range(4)]
+    spots = [label_layout(shape, b, "Happiness", 0.98)[1] for b in boxes]
+    for i, a in enumerate(spots):
+        for b in spots[i + 1:]:
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)
+    # a large face on a large photo keeps a large, readable label
+    text, (x0, y0, x1, y1), scale, _ = label_layout((2204, 970, 3), (300, 400, 400, 400), "Happiness", 0.98)
+    assert text == "Happiness 0.98" and scale > 1.5 and y1 <= 400
+    image = np.zeros(shape, np.uint8)
+    draw_faces(image, [{"box": b, "result": 3, "label": "Happiness", "probability": 0.98} for b in boxes])
+    assert image.any()
