@@ -28,10 +28,10 @@ MIN_FONT_SCALE = 0.35  # smaller OpenCV text cannot be read
 
 def label_layout(image_shape, box, label: str, probability: float) -> tuple[str, tuple[int, int, int, int], float, int]:
     """A face's label: its text, background (x0, y0, x1, y1), font scale and thickness. The text grows with the
-    image (readable on a 2,000 px portrait as on a 480 px frame) but is at most 1.6 times as wide as the face, so a grid of
-    small faces keeps its labels apart: "Happiness 0.98", else "Happiness", else "Hap" for a face too small for
-    more. It lies inside the image: above the box, or inside its top where there is no room above, shifted left at
-    the right edge."""
+    image (readable on a 2,000 px portrait as on a 480 px frame) but is at most 1.6 times as wide as the face, so a
+    grid of small faces keeps its labels apart: "Happiness 0.98", else "Happiness", else "Hap" for a face too small
+    for more. It lies inside the image: above the box, or inside its top where there is no room above, shifted left
+    at the right edge."""
     height, width = image_shape[:2]
     x, y, w, h = (int(v) for v in box)
     texts = [f"{label} {probability:.2f}", label, label[:3]]
