@@ -19,6 +19,7 @@ import argparse
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -89,10 +90,37 @@ def image_files(source: Path) -> list[Path]:
     return files
 
 
-def image_frames(files: list[Path], pipeline: FramePipeline, skipped: list[Path]) -> Iterator[Frame]:
-    """Solved images; an unreadable one is skipped with a warning (added to `skipped`), the rest go on."""
+@contextmanager
+def native_stderr(capture: bool):
+    """What C libraries write to stderr meanwhile (libjpeg's 'Premature end of JPEG file'), caught into the list
+    it yields instead of the terminal when `capture` (else left alone)."""
+    said: list[str] = []
+    if not capture:
+        yield said
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield said
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            said.extend(line for line in caught.read().decode(errors="replace").splitlines() if line.strip())
+
+
+def image_frames(files: list[Path], pipeline: FramePipeline, skipped: list[Path],
+                 verbose: bool = False) -> Iterator[Frame]:
+    """Solved images; an unreadable one is skipped with a warning (added to `skipped`), the rest go on. What the
+    decoder says of a damaged file becomes one warning line naming it (its own lines with `verbose`)."""
     for index, path in enumerate(files):
-        image = read_photo(path)
+        with native_stderr(not verbose) as said:
+            image = read_photo(path)
+        if said:
+            print(f"fer-camera: warning: {path}: the decoder says {said[0].strip()!r}"
+                  f"{' (the part it could read is used)' if image is not None else ''}", file=sys.stderr)
         if image is None:
             print(f"fer-camera: warning: cannot read image {path}: not an image file OpenCV can decode; skipped",
                   file=sys.stderr)
@@ -192,7 +220,9 @@ def check_source(args: argparse.Namespace) -> tuple[SourceSpec, list[Path] | Non
                              "picamera, a video, an image or a folder)")
         if path.is_dir() or path.suffix.lower() in IMAGE_EXTENSIONS:
             images = image_files(path)
-        if images is not None and not path.is_dir() and read_photo(path) is None:
+        with native_stderr(not args.verbose):  # image_frames warns of a damaged file
+            unreadable = images is not None and not path.is_dir() and read_photo(path) is None
+        if unreadable:
             raise UsageError(f"cannot read image {path}: not an image file OpenCV can decode")
     if images is not None and (args.serve or args.loop):
         raise UsageError("--serve and --loop are for a camera, a stream or a video")
@@ -259,7 +289,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"fer-camera: publishing to {mqtt.broker.display} under {mqtt.broker.prefix}/", file=sys.stderr)
     frames = stream_frames(solver, args.loop, paced=bool(view)) if solver \
         else image_frames(images, FramePipeline(detector, classifier, photos=True, rotations=not args.no_rotations),
-                          skipped)
+                          skipped, args.verbose)
     visualizer = Visualizer(classifier.labels) if window else None
     give_back_memory = FreeMemoryReturner()  # a run of days keeps a steady RSS
     count, faces, started, last_print = 0, 0, time.monotonic(), 0.0
@@ -343,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv, __doc__)
     if not args.verbose:
         silence_opencv()
+    else:
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "INFO")  # runtime.sources.opencv_quiet leaves OpenCV's lines on
     try:
         return run(args)
     except (UsageError, ModelError, FileNotFoundError, RuntimeError, ValueError) as exc:

@@ -19,6 +19,7 @@ import os
 import re
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
@@ -103,22 +104,39 @@ class Reader(Protocol):
     def close(self) -> None: ...
 
 
+@contextmanager
+def opencv_quiet():
+    """OpenCV's own log lines ('[ WARN:0@0.05] ... can't open camera by index') off meanwhile: the SourceError says
+    what went wrong. $OPENCV_LOG_LEVEL set (`fer-camera --verbose` sets it) leaves them on."""
+    if os.environ.get("OPENCV_LOG_LEVEL"):
+        yield
+        return
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
 class CaptureReader:
     """A camera, a network stream or a video file through `cv2.VideoCapture`; `size` and `fps` are asked of a
     camera (it may choose others: `size` and `fps` then say what it delivers)."""
 
     def __init__(self, spec: SourceSpec, size: tuple[int, int] | None = None, fps: float | None = None):
-        if spec.kind == "url":
-            os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
-            capture = cv2.VideoCapture(spec.target, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS,
-                                                                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS])
-            what = f"stream {spec.display}: check the address, that the server is up and its credentials"
-        elif spec.kind == "camera":
-            capture = cv2.VideoCapture(spec.target)
-            what = f"{spec.display}: check that it is connected and not used by another program"
-        else:
-            capture = cv2.VideoCapture(str(spec.target))
-            what = f"video {spec.display}: not a video file OpenCV can decode"
+        with opencv_quiet():
+            if spec.kind == "url":
+                os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+                capture = cv2.VideoCapture(spec.target, cv2.CAP_FFMPEG,
+                                           [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS,
+                                            cv2.CAP_PROP_READ_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS])
+                what = f"stream {spec.display}: check the address, that the server is up and its credentials"
+            elif spec.kind == "camera":
+                capture = cv2.VideoCapture(spec.target)
+                what = f"{spec.display}: check that it is connected and not used by another program"
+            else:
+                capture = cv2.VideoCapture(str(spec.target))
+                what = f"video {spec.display}: not a video file OpenCV can decode"
         if not capture.isOpened():
             capture.release()
             raise SourceError(f"cannot open {what}")

@@ -330,3 +330,27 @@ def test_newcomer_defects_each_give_one_clear_line(tmp_path):
 def test_the_licence_files_are_there():
     assert "MIT License" in (ROOT / "LICENSE").read_text()
     assert (ROOT / "runtime" / "data" / "LICENSE-YuNet.txt").is_file()
+
+
+def test_library_log_lines_become_one_warning_unless_verbose(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "cut.jpg").write_bytes((DATA / "obama-480p.jpg").read_bytes()[:30000])  # a truncated JPEG
+    done = _camera("--source", folder, "--headless")
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert "Premature end of JPEG file" not in lines  # libjpeg's own line
+    assert any(line.startswith("fer-camera: warning: ") and "cut.jpg" in line and "Premature end" in line
+               for line in lines)
+    verbose = _camera("--source", folder, "--headless", "--verbose")
+    assert "Premature end of JPEG file" in verbose.stderr.splitlines()
+
+
+def test_opening_a_missing_camera_from_python_prints_only_the_error():
+    code = ("from runtime import CameraSolver, CV2FaceDetector, ExpressionClassifier\n"
+            "try:\n    CameraSolver(CV2FaceDetector(), ExpressionClassifier()).start(57)\n"
+            "except RuntimeError as exc:\n    print(exc)\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert "cannot open camera 57" in done.stdout
+    assert "[ WARN" not in done.stderr and "VIDEOIO" not in done.stderr
