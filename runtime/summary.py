@@ -45,14 +45,23 @@ class ExpressionPlot:
             self.series[r.get("track_id", 0)].append((index if timestamp is None else timestamp,
                                                       np.asarray(r["vector"], np.float32)))
 
+    def time_axis(self) -> tuple[float, float]:
+        """The charts' time axis: from the video's start (0) to its last face."""
+        times = [t for points in self.series.values() for t, _ in points]
+        return 0.0, max(times, default=1.0)
+
     def render(self) -> np.ndarray:
         """The chart (BGR): a legend, then the longest-followed faces, each label's probability over time."""
         faces = sorted(self.series, key=lambda k: -len(self.series[k]))[:MAX_FACES]
+        left_out = len(self.series) - len(faces)
         width, height = PANEL
-        top_rows = 40 + (24 if self.title else 0)
+        notes = ([self.title[:110]] if self.title else []) + \
+            ([f"{left_out} more face{'s' if left_out > 1 else ''}, followed for fewer frames, not charted "
+              f"(the --summary CSV holds every face)"] if left_out else [])
+        top_rows = 40 + 24 * len(notes)
         image = np.full((top_rows + max(1, len(faces)) * height, width, 3), 255, np.uint8)
-        if self.title:
-            cv2.putText(image, self.title[:110], (10, 20), FONT, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+        for i, note in enumerate(notes):
+            cv2.putText(image, note, (10, 20 + 24 * i), FONT, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
         for i, name in enumerate(self.labels):
             x, y = 10 + i * (width - 20) // len(self.labels), top_rows - 26
             cv2.rectangle(image, (x, y), (x + 16, y + 14), PALETTE[i % len(PALETTE)], -1)
@@ -60,8 +69,7 @@ class ExpressionPlot:
         legend = top_rows
         if not faces:
             cv2.putText(image, "no face found", (20, legend + height // 2), FONT, 0.8, (0, 0, 0), 2, cv2.LINE_AA)
-        times = [t for k in faces for t, _ in self.series[k]]
-        t0, t1 = (min(times), max(times)) if times else (0.0, 1.0)
+        t0, t1 = self.time_axis()
         span = max(t1 - t0, 1e-6)
         for row, key in enumerate(faces):
             top = legend + row * height

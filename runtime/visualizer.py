@@ -11,8 +11,10 @@ import numpy as np
 
 from .image import to_bgr
 
-PALETTE = [(0, 200, 255), (180, 0, 180), (0, 140, 0), (0, 220, 0), (200, 120, 0), (0, 0, 230),
-           (160, 160, 160), (120, 60, 200)]  # BGR, one per class
+# BGR, one distinct colour per class (in the shipped order: Surprise amber, Fear purple, Disgust olive, Happiness
+# green, Sadness blue, Anger red, Neutral grey, Contempt pink), the same in annotated frames, the live view and plots
+PALETTE = [(0, 200, 255), (180, 0, 180), (0, 128, 128), (0, 200, 0), (200, 120, 0), (0, 0, 230),
+           (160, 160, 160), (160, 80, 255)]
 PANEL_WIDTH = 320
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 

@@ -365,3 +365,21 @@ def test_labels_stay_inside_the_image_and_apart_in_a_grid_of_small_faces():
     image = np.zeros(shape, np.uint8)
     draw_faces(image, [{"box": b, "result": 3, "label": "Happiness", "probability": 0.98} for b in boxes])
     assert image.any()
+
+
+def test_plot_time_starts_at_zero_and_every_class_has_its_own_colour():
+    from runtime.summary import MAX_FACES, PANEL, ExpressionPlot
+    from runtime.visualizer import PALETTE
+
+    colours = np.array(PALETTE, float)
+    gaps = [np.linalg.norm(a - b) for i, a in enumerate(colours) for b in colours[i + 1:]]
+    assert min(gaps) > 80  # no two classes in nearly the same colour (Disgust and Happiness were two greens)
+    plot = ExpressionPlot(["a", "b"], title="clip.mp4")
+    vector = np.array([0.3, 0.7], np.float32)
+    for t in range(5, 20):  # the first face shows at 5 s
+        plot.add(t, float(t), [{"track_id": 1, "vector": vector}])
+    for track in range(2, 2 + MAX_FACES + 2):  # and ten short ones
+        plot.add(19, 19.0, [{"track_id": track, "vector": vector}])
+    assert plot.time_axis() == (0.0, 19.0)
+    chart = plot.render()
+    assert chart.shape[0] == 40 + 24 * 2 + MAX_FACES * PANEL[1]  # the title and the note of the 3 left out
