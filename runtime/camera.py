@@ -43,7 +43,8 @@ from .sources import SourceError, SourceLost, SourceSpec, parse_source
 from .metrics import FreeMemoryReturner
 from .mqtt import MqttError, MqttPublisher, check_options, parse_broker_url
 from .terminal import ProgressLine
-from .visualizer import Visualizer, draw_faces, has_display
+from .visualizer import Visualizer, draw_faces
+from .window import window_problem
 
 VIDEO_DETECT_WIDTH = 640
 
@@ -261,7 +262,10 @@ def run(args: argparse.Namespace) -> int:
     """Check everything, open everything (any usage error is raised before a line is printed), then process."""
     spec, images = check_source(args)
     detector, classifier, smoother = build_parts(args, video=images is None)
-    window = not args.headless and has_display()
+    problem = None if args.headless else window_problem()
+    window = not args.headless and problem is None
+    if problem and not args.quiet and not (args.serve or args.mqtt):
+        print(f"fer-camera: note: no window: {problem}", file=sys.stderr)
     progress = ProgressLine(enabled=images is None and not window and not args.quiet)
     solver, skipped, view, outputs, mqtt = None, [], None, None, None
     warn = lambda message: progress.line(f"fer-camera: warning: {message}")  # noqa: E731

@@ -2,7 +2,6 @@
 strip chart of its recent vectors, composed into one image."""
 from __future__ import annotations
 
-import os
 import sys
 from collections import deque
 
@@ -10,6 +9,7 @@ import cv2
 import numpy as np
 
 from .image import to_bgr
+from .window import open_window, window_problem
 
 # BGR, one distinct colour per class (in the shipped order: Surprise amber, Fear purple, Disgust olive, Happiness
 # green, Sadness blue, Anger red, Neutral grey, Contempt pink), the same in annotated frames, the live view and plots
@@ -67,17 +67,9 @@ def draw_faces(image: np.ndarray, results: list[dict]) -> np.ndarray:
 
 
 def has_display() -> bool:
-    """True when a window can be shown (a desktop session, not ssh or a headless OpenCV)."""
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        return False
-    return "GUI" in cv2.getBuildInformation() and "NO" not in _gui_line()
-
-
-def _gui_line() -> str:
-    for line in cv2.getBuildInformation().splitlines():
-        if line.strip().startswith("GUI:"):
-            return line.upper()
-    return "NO"
+    """True when a window can be shown (a desktop session with OpenCV's GUI or matplotlib's; not ssh, not a
+    headless OpenCV without matplotlib): `runtime.window`."""
+    return window_problem() is None
 
 
 class Visualizer:
@@ -88,6 +80,8 @@ class Visualizer:
         self.history: deque[np.ndarray] = deque(maxlen=window_size)
         self.results: list[dict] = []
         self.frame: np.ndarray | None = None
+        self._window = None  # runtime.window's, opened by the first show()
+        self._refused = False
 
     def update(self, results: list[dict], frame: np.ndarray) -> None:
         self.results, self.frame = results, frame
@@ -139,12 +133,20 @@ class Visualizer:
         return canvas
 
     def show(self, wait_ms: int = 1) -> int:
-        """Show the rendered image in a window when a display exists; returns the key pressed or -1."""
-        if not has_display():
+        """Show the rendered image in a window (`runtime.window`: OpenCV's or matplotlib's); the key pressed as
+        cv2.waitKey gives it (-1: none; "q" when the window was closed). Where no window can open, one line on
+        stderr says why and what to do instead, and -1 comes back."""
+        if self._window is None and not self._refused:
+            self._window = open_window(self.window_name)
+            if self._window is None:
+                self._refused = True
+                print(f"Visualizer: no window: {window_problem()}", file=sys.stderr)
+        if self._window is None:
             return -1
-        cv2.imshow(self.window_name, self.render())
-        return cv2.waitKey(wait_ms)
+        key = self._window.show(self.render(), wait_ms)
+        return ord(key[0]) if key else -1
 
     def close(self) -> None:
-        if has_display():
-            cv2.destroyWindow(self.window_name)
+        if self._window is not None:
+            self._window.close()
+            self._window = None
