@@ -250,12 +250,13 @@ class PhotoDetector:
                               float(scores.get(key, 1.0)), points))
         return faces
 
-    def _view(self, image: np.ndarray, face: Face, degrees: float, size: int, upright_box: bool = False) -> list[Face]:
-        """Faces the detector finds in `face`'s neighbourhood turned by `degrees` at `size` pixels, that are `face`
-        (in the photo's pixels: boxes as the bounding boxes of the turned ones, or with `upright_box` as the turned
-        ones' size on their centre)."""
-        x, y, w, h = face.box
-        view, matrix = upright_view(image, (x + w / 2, y + h / 2), NEIGHBOURHOOD * max(w, h), degrees, size)
+    def _detected(self, view: np.ndarray, matrix: np.ndarray, upright_box: bool = False) -> list[Face]:
+        """Faces the detector finds in `view`, an image made from the photo by the 2x3 `matrix` (photo -> view
+        pixels), in the photo's pixels: boxes as the bounding boxes of the view's, or with `upright_box` as the
+        view's boxes' size on their centre (the face's own size when the view turned it upright)."""
+        scale = np.sqrt(abs(np.linalg.det(matrix[:, :2])))
+        if scale == 0:  # a view of nothing (a neighbourhood outside the photo)
+            return []
         boxes = self.detector.detect(view)
         scores = getattr(self.detector, "last_scores", {})
         marks = getattr(self.detector, "last_landmarks", {})
@@ -263,17 +264,25 @@ class PhotoDetector:
         for box in boxes:
             key = tuple(int(v) for v in box)
             bx, by, bw, bh = (float(v) for v in box)
-            corners = to_frame(np.array([[bx, by], [bx + bw, by], [bx, by + bh], [bx + bw, by + bh]]), matrix)
-            low, high = corners.min(0), corners.max(0)
-            found = Face(np.array([*low, *(high - low)]), float(scores.get(key, 1.0)),
-                         to_frame(marks[key], matrix) if key in marks else None)
-            if upright_box:  # the box as the face's own size (the turned view's), on its centre
+            if upright_box:
                 centre = to_frame(np.array([bx + bw / 2, by + bh / 2]), matrix)
-                scale = np.sqrt(np.linalg.det(matrix[:, :2]))
-                found.box = np.array([*(centre - (bw / scale / 2, bh / scale / 2)), bw / scale, bh / scale])
-            if box_overlap(found.box, face.box) > 0.5 and 0.5 < found.box[2] / max(w, 1e-6) < 2.0:
-                faces.append(found)
+                found = np.array([*(centre - (bw / scale / 2, bh / scale / 2)), bw / scale, bh / scale])
+            else:
+                corners = to_frame(np.array([[bx, by], [bx + bw, by], [bx, by + bh], [bx + bw, by + bh]]), matrix)
+                low, high = corners.min(0), corners.max(0)
+                found = np.array([*low, *(high - low)])
+            points = to_frame(marks[key], matrix) if key in marks else None
+            faces.append(Face(found, float(scores.get(key, 1.0)), points))
         return faces
+
+    def _view(self, image: np.ndarray, face: Face, degrees: float, size: int, upright_box: bool = False) -> list[Face]:
+        """Faces the detector finds in `face`'s neighbourhood turned by `degrees` at `size` pixels, that are `face`
+        (in the photo's pixels: boxes as the bounding boxes of the turned ones, or with `upright_box` as the turned
+        ones' size on their centre)."""
+        x, y, w, h = face.box
+        view, matrix = upright_view(image, (x + w / 2, y + h / 2), NEIGHBOURHOOD * max(w, h), degrees, size)
+        return [found for found in self._detected(view, matrix, upright_box)
+                if box_overlap(found.box, face.box) > 0.5 and 0.5 < found.box[2] / max(w, 1e-6) < 2.0]
 
     def _upright(self, image: np.ndarray, face: Face) -> Face:
         """`face` as the detector sees it best in its neighbourhood turned by 0, 90, 180 or 270 degrees, all four at
@@ -327,19 +336,7 @@ class PhotoDetector:
         canvas = (int(np.ceil(size[0] * cos + size[1] * sin)), int(np.ceil(size[0] * sin + size[1] * cos)))
         turn[:, 2] += (canvas[0] / 2 - size[0] / 2, canvas[1] / 2 - size[1] / 2)
         view = cv2.warpAffine(small, turn, canvas, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        matrix = turn @ np.diag([size[0] / w, size[1] / h, 1.0])  # photo -> view pixels
-        boxes = self.detector.detect(view)
-        scores = getattr(self.detector, "last_scores", {})
-        marks = getattr(self.detector, "last_landmarks", {})
-        faces = []
-        for box in boxes:
-            key = tuple(int(v) for v in box)
-            bx, by, bw, bh = (float(v) for v in box)
-            corners = to_frame(np.array([[bx, by], [bx + bw, by], [bx, by + bh], [bx + bw, by + bh]]), matrix)
-            low, high = corners.min(0), corners.max(0)
-            faces.append(Face(np.array([*low, *(high - low)]), float(scores.get(key, 1.0)),
-                              to_frame(marks[key], matrix) if key in marks else None))
-        return faces
+        return self._detected(view, turn @ np.diag([size[0] / w, size[1] / h, 1.0]))  # photo -> view pixels
 
     def _detect(self, frame: np.ndarray) -> np.ndarray:
         faces, self.last_turn, self.last_tilt = self._find(frame, 0), 0, 0.0
