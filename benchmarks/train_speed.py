@@ -22,12 +22,12 @@ machine: a training run beside it halves every number.
 """
 from __future__ import annotations
 
-if __name__ == "__main__":  # `python -m benchmarks.train_speed` in a runtime-only install: one line, not a traceback
+if __name__ == "__main__":  # `python -m benchmarks.train_speed` in a runtime-only install: --help answers, running is one line, not a traceback
     from training.launch import exit_without_torch
-    exit_without_torch("python -m benchmarks.train_speed")
+    from training.options import bench_train_parser
+    exit_without_torch("python -m benchmarks.train_speed", bench_train_parser)
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -38,12 +38,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from benchmarks.fps import machine, write_report
-from runtime import DEFAULT_MODEL
 from training.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from training.datasets import DatasetError, load_dataset
 from training.distill import Teacher, resized
 from training.losses import SoftTargetLoss
-from training.model import ARCHS, build_model, class_probabilities
+from training.model import build_model, class_probabilities
+from training.options import bench_train_parser
 from training.train import FER_MEAN, FER_STD, train_step
 from training.transforms import ModelInput
 
@@ -161,30 +161,8 @@ def run(args: argparse.Namespace) -> dict:
             "input_size": size, "teachers": args.teacher or [], "rows": [asdict(r) for r in rows]}
 
 
-def _arch_spec(value: str) -> str:
-    arch, _, size = value.rpartition(":")
-    if arch not in ARCHS or not size.isdigit() or int(size) < 16:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected ARCH:SIZE with ARCH one of {', '.join(ARCHS)}")
-    return value
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="fer-bench-train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--student", default=str(DEFAULT_MODEL.with_suffix(".pth")), help="checkpoint")
-    p.add_argument("--teacher", nargs="+", metavar="CKPT", help="distillation teacher checkpoints")
-    p.add_argument("--arch", nargs="+", metavar="ARCH:SIZE", type=_arch_spec,
-                   help="also time a training step of these networks, e.g. efficientnet_lite2:128")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--device", default="cpu", help="cpu, or cuda for an NVIDIA GPU")
-    p.add_argument("--data", metavar="KIND:PATH", help="also time fer-train's data loading on this data set")
-    p.add_argument("--workers", type=int, nargs="+", default=[1], help="loading processes to time (with --data)")
-    p.add_argument("--mixup", type=float, default=0.2)
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch and onnxruntime threads")
-    p.add_argument("--steps", type=int, default=12, help="timed calls per row")
-    p.add_argument("--warmup", type=int, default=2, help="untimed calls before each row")
-    p.add_argument("--json", help="write the report here")
-    return p.parse_args(argv)
+    return bench_train_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

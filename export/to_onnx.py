@@ -16,9 +16,10 @@ checkpoint (`fer-train --qat --pretrained CHECKPOINT`), when given.
 """
 from __future__ import annotations
 
-if __name__ == "__main__":  # `python -m export.to_onnx` in a runtime-only install: one line, not a traceback
+if __name__ == "__main__":  # `python -m export.to_onnx` in a runtime-only install: --help answers, running is one line, not a traceback
     from training.launch import exit_without_torch
-    exit_without_torch("python -m export.to_onnx")
+    from training.options import export_parser
+    exit_without_torch("python -m export.to_onnx", export_parser)
 
 import argparse
 import json
@@ -38,6 +39,7 @@ from runtime.metadata import DEFAULT_FACE_MARGIN, ModelMetadata
 from training.checkpoint import CheckpointError, git_commit, load_checkpoint, model_from_checkpoint, model_metadata
 from training.datasets import DatasetError, load_dataset
 from training.model import ParityError, count_mflops, count_parameters, export_onnx, flip_averaged
+from training.options import export_parser
 from training.qat import INT8_SCHEME, float_nodes
 
 
@@ -218,20 +220,7 @@ def faces_batch(spec: str, split: str, count: int, meta: ModelMetadata, seed: in
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--output", required=True, help="the fp32 .onnx file")
-    p.add_argument("--int8", action="store_true", help="also write OUTPUT with .int8.onnx (needs --calib)")
-    p.add_argument("--calib", help="KIND:PATH of training faces for INT8 calibration (its train split)")
-    p.add_argument("--calib-count", type=int, default=500)
-    p.add_argument("--int8-from", metavar="QAT_CHECKPOINT",
-                   help="quantize this quantization-aware fine-tuning of --checkpoint (fer-train --qat) for --int8")
-    p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--flip-tta", action="store_true",
-                   help="average each face with its mirror image inside the graph (2x classifier cost)")
-    p.add_argument("--metrics", help="metrics.json of `training.eval --model CHECKPOINT --split test` (with --flip "
-                                     "for --flip-tta): its accuracy goes into the model's metadata")
-    return p.parse_args(argv)
+    return export_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

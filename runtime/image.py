@@ -65,3 +65,14 @@ def preprocess(faces: Sequence[np.ndarray], size: int, channels: int, mean: Sequ
     batch -= np.float32(255) * np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
     batch *= 1 / (np.float32(255) * np.asarray(std, np.float32).reshape(1, -1, 1, 1))
     return batch
+
+
+def reframed(image: np.ndarray, side: float, shift_x: float = 0.0, shift_y: float = 0.0) -> np.ndarray:
+    """The face framed `side` times as wide as it is (< 1 tighter, > 1 looser, edges replicated), its centre
+    moved by `shift_x`, `shift_y` of the image size; same size as `image`."""
+    h, w = image.shape[:2]
+    scale = 1.0 / side
+    matrix = np.float32([[scale, 0, (1 - scale) * w / 2 - shift_x * w * scale],
+                         [0, scale, (1 - scale) * h / 2 - shift_y * h * scale]])
+    out = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(image.shape)

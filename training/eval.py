@@ -10,24 +10,21 @@ measure what distilling them could at best reach.
 """
 from __future__ import annotations
 
-if __name__ == "__main__":  # `python -m training.eval` in a runtime-only install: one line, not a traceback
-    from training.launch import exit_without_torch
-    exit_without_torch("python -m training.eval")
-
 import argparse
+import importlib.util
 import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from runtime.image import reframed
+
 from .datasets import DatasetError, FaceDataset, load_dataset
-from .model import class_probabilities
-from .transforms import ModelInput, reframed
+from .launch import exit_without_torch
+from .options import eval_parser
 
 
 @dataclass
@@ -118,6 +115,12 @@ class Reframed:
 
 def predict_checkpoint(ckpt: dict, dataset: FaceDataset, flip: bool, batch_size: int = 256) -> np.ndarray:
     """Class probabilities (N, classes) of a checkpoint, averaged with the mirrored face if `flip`."""
+    import torch
+
+    from .checkpoint import model_from_checkpoint
+    from .model import class_probabilities
+    from .transforms import ModelInput
+
     meta = ckpt["meta"]
     model = model_from_checkpoint(ckpt)
     dataset.transform = ModelInput(meta["input_size"], meta["channels"], meta["mean"], meta["std"])
@@ -141,23 +144,7 @@ def predict_onnx(path: str, dataset: FaceDataset, batch_size: int = 256) -> np.n
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, nargs="+",
-                   help="checkpoint (.pth) or exported model (.onnx); several checkpoints are averaged (ensemble)")
-    p.add_argument("--data", required=True, help="KIND:PATH, e.g. ferplus:../shared/datasets/ferplus")
-    p.add_argument("--split", default="test", choices=("train", "valid", "test"))
-    p.add_argument("--flip", action="store_true", help="average with the mirrored face (checkpoints only; an ONNX "
-                                                       "model does so when exported with --flip-tta)")
-    p.add_argument("--limit", type=int, default=0, help="evaluate a fixed random subset of this size")
-    p.add_argument("--logit-adjust", type=float, default=0.0, metavar="TAU",
-                   help="divide each class's probability by its training-split frequency to the power TAU before the "
-                        "argmax (post-hoc logit adjustment: more recall for rare classes, fear and disgust)")
-    p.add_argument("--reframe", type=float, default=1.0, metavar="SIDE",
-                   help="frame every face SIDE times as wide first: 0.8 = its central 80%%, 1.2 = padded by 10%% per "
-                        "side (edges replicated); how robust the model is to a detector's tighter or looser crops")
-    p.add_argument("--out", default="runs/eval", help="folder for confusion_matrix.png and metrics.json (the "
-                                                      "exporter's --metrics reads the latter)")
-    return p.parse_args(argv)
+    return eval_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,13 +163,16 @@ def main(argv: list[str] | None = None) -> int:
             from runtime import ExpressionClassifier
             labels = ExpressionClassifier(args.model[0]).labels
         else:
+            exit_without_torch("fer-eval")
+            from .checkpoint import load_checkpoint
+
             ckpts = [load_checkpoint(m) for m in args.model]
             labels = ckpts[0]["meta"]["labels"]
             for model, ckpt in zip(args.model[1:], ckpts[1:]):
                 if ckpt["meta"]["labels"] != labels:
                     raise ValueError(f"{model} has other labels than {args.model[0]}; an ensemble needs one label order")
         dataset = load_dataset(args.data, args.split, labels)
-    except (CheckpointError, DatasetError, ValueError) as exc:
+    except (DatasetError, ValueError) as exc:  # CheckpointError is a ValueError
         print(f"fer-eval: error: {exc}", file=sys.stderr)
         return 2
     if args.reframe != 1.0:
@@ -206,10 +196,15 @@ def main(argv: list[str] | None = None) -> int:
     print(report.table())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    title = " + ".join(Path(m).name for m in args.model)
-    plot_confusion(report, out / "confusion_matrix.png", f"{title} on {args.data.split(':')[0]} {args.split}")
-    (out / "metrics.json").write_text(json.dumps({"model": args.model, "data": args.data, "split": args.split, "reframe": args.reframe, "logit_adjust": args.logit_adjust,
+    (out / "metrics.json").write_text(json.dumps({"model": args.model, "data": args.data, "split": args.split,
+                                                  "reframe": args.reframe, "logit_adjust": args.logit_adjust,
                                                   "flip": args.flip, **asdict(report)}, indent=1))
+    title = " + ".join(Path(m).name for m in args.model)
+    if importlib.util.find_spec("matplotlib") is None:
+        print(f"all numbers: {out / 'metrics.json'}; the confusion matrix PNG needs matplotlib: "
+              "pip install 'fer-edge[gui]'")
+        return 0
+    plot_confusion(report, out / "confusion_matrix.png", f"{title} on {args.data.split(':')[0]} {args.split}")
     print(f"confusion matrix: {out / 'confusion_matrix.png'}; all numbers: {out / 'metrics.json'}")
     return 0
 

