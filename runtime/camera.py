@@ -60,7 +60,8 @@ def build_parts(args: argparse.Namespace, video: bool):
     detect_width = (VIDEO_DETECT_WIDTH if video else None) if args.detect_width is None else args.detect_width or None
     detector = create_detector(args.detector, args.detector_model, detect_width)
     classifier = ExpressionClassifier(args.model, threads=args.threads)
-    smoother = LinearExponentialSmoothing(args.smoothing) if video and args.smoothing > 0 else None
+    smoother = LinearExponentialSmoothing(args.smoothing, skip_unreliable=args.min_quality is not None) \
+        if video and args.smoothing > 0 else None
     return detector, classifier, smoother
 
 
@@ -271,7 +272,8 @@ def run(args: argparse.Namespace) -> int:
     warn = lambda message: progress.line(f"fer-camera: warning: {message}")  # noqa: E731
     try:
         if images is None:
-            solver = StreamSolver(detector, classifier, detect_every=args.detect_every, smoother=smoother)
+            solver = StreamSolver(detector, classifier, detect_every=args.detect_every, smoother=smoother,
+                                  min_quality=args.min_quality)
             solver.start(spec, args.camera_size, args.camera_fps, args.reconnect, notify=warn)
         if args.serve:
             view = start_live_view(args, spec, detector, classifier)
@@ -279,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
                           getattr(solver, "fps", 0.0), classifier.labels, spec.display)
         if args.mqtt:
             mqtt = MqttPublisher(parse_broker_url(args.mqtt), args.mqtt_rate, args.mqtt_discovery, args.mqtt_ca,
-                                 notify=warn)  # its options were checked by check_source
+                                 notify=warn, reliable_only=args.min_quality is not None)  # checked by check_source
     except BaseException:
         for part in (mqtt, outputs, view, solver):
             if part is not None:
@@ -292,7 +294,8 @@ def run(args: argparse.Namespace) -> int:
     if mqtt is not None and mqtt.wait_connected() and not args.quiet:
         print(f"fer-camera: publishing to {mqtt.broker.display} under {mqtt.broker.prefix}/", file=sys.stderr)
     frames = stream_frames(solver, args.loop, paced=bool(view)) if solver \
-        else image_frames(images, FramePipeline(detector, classifier, photos=True, rotations=not args.no_rotations),
+        else image_frames(images, FramePipeline(detector, classifier, photos=True, rotations=not args.no_rotations,
+                                                min_quality=args.min_quality),
                           skipped, args.verbose)
     visualizer = Visualizer(classifier.labels) if window else None
     give_back_memory = FreeMemoryReturner()  # a run of days keeps a steady RSS

@@ -10,6 +10,7 @@ from typing import Callable
 
 from .classifier import SHIPPED_MODELS
 from .detectors import DETECTORS
+from .quality import RELIABLE_QUALITY
 from .sources import RECONNECT_S
 from .tracking import DEFAULT_DETECT_EVERY
 
@@ -74,6 +75,11 @@ def parse_args(argv: list[str] | None, description: str = "") -> argparse.Namesp
     p.add_argument("--detector-model", help="YuNet ONNX file (default: the model folder's, else the package's)")
     p.add_argument("--smoothing", type=_checked(float, lambda v: math.isfinite(v) and 0 <= v < 1, "a rate in [0, 1)"),
                    default=0.3, help="smoothing rate across frames, 0 turns it off (default %(default)s)")
+    p.add_argument("--min-quality", type=_checked(float, lambda v: 0 <= v <= 1, "a number from 0 to 1"),
+                   metavar="Q", help="flag faces whose quality (size, sharpness, head pose, calibrated probability) "
+                                     "is below Q unreliable and leave them out of --summary, --plot, the MQTT "
+                                     "expression events and the smoothing; --json keeps every face with its flag "
+                                     f"(default: flagged below {RELIABLE_QUALITY}, nothing left out)")
     p.add_argument("--detect-every", type=_checked(int, lambda v: v >= 1, "an integer >= 1"),
                    default=DEFAULT_DETECT_EVERY,
                    help="full face detection every N frames (and at scene cuts), known faces looked for "

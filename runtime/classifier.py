@@ -131,22 +131,33 @@ class ExpressionClassifier:
         """The seed's name for `labels`."""
         return self.labels
 
-    def predict(self, faces: Sequence[np.ndarray]) -> np.ndarray:
-        """Probabilities [N, classes] (rows sum to 1) for face crops (gray, BGR or BGRA, any size), in one
-        onnxruntime call; the classes are `labels` (the express_table's, renormalized over them)."""
-        if len(faces) == 0:
-            return np.zeros((0, len(self.labels)), np.float32)
+    def logits(self, faces: Sequence[np.ndarray]) -> np.ndarray:
+        """The model's raw scores [N, model classes] for face crops (gray, BGR or BGRA, any size), in one
+        onnxruntime call: every class of the model, before the temperature and the express_table."""
         for i, face in enumerate(faces):
             if not isinstance(face, np.ndarray) or face.size == 0 or face.ndim not in (2, 3):
                 raise ValueError(f"face {i} is not a non-empty image array")
         m = self.metadata
+        if len(faces) == 0:
+            return np.zeros((0, len(m.labels)), np.float32)
         self._buffer = preprocess(faces, m.input_size, m.channels, m.mean, m.std, out=self._buffer)
-        logits = self.session.run(None, {self._input_name: self._buffer[:len(faces)]})[0]
-        probabilities = softmax(logits.astype(np.float32))
+        return self.session.run(None, {self._input_name: self._buffer[:len(faces)]})[0].astype(np.float32)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities [N, classes] of `labels` from raw `logits`: softmax(logits / temperature),
+        the model's temperature from its metadata; renormalized over the express_table's classes, if given."""
+        probabilities = softmax(np.asarray(logits, np.float32) / np.float32(self.metadata.temperature))
         if self._columns is None:
             return probabilities
         chosen = probabilities[:, self._columns]
         return chosen / chosen.sum(axis=1, keepdims=True)
+
+    def predict(self, faces: Sequence[np.ndarray]) -> np.ndarray:
+        """Probabilities [N, classes] (rows sum to 1, calibrated: see `probabilities`) for face crops (gray, BGR or
+        BGRA, any size), in one onnxruntime call; the classes are `labels`."""
+        if len(faces) == 0:
+            return np.zeros((0, len(self.labels)), np.float32)
+        return self.probabilities(self.logits(faces))
 
     def crop(self, frame: np.ndarray, box, landmarks: np.ndarray | None = None) -> np.ndarray:
         """The face of `box` framed as the model wants it (`runtime.align.face_crop`): widened by the model's face

@@ -25,6 +25,8 @@ class ModelMetadata:
 
     accuracy: FER2013Test accuracy in percent of the graph as exported (None when not measured).
     flip_tta: the graph averages each face with its mirror image.
+    temperature: the model's logits are divided by it before the softmax, so that a probability of 0.8 is right about
+        80% of the time (fitted on a validation split by `python -m export.calibrate`; 1.0: not calibrated).
     face_margin, align_roll: the framing the model expects (`runtime.align.face_crop`): the detector's box widened by
         `face_margin` on every side, turned upright when its landmarks show a tilt above `align_roll` degrees
         (None: never turned; a model file exported before this key existed).
@@ -40,6 +42,7 @@ class ModelMetadata:
     dataset: str = "unknown"
     accuracy: float | None = None
     flip_tta: bool = False
+    temperature: float = 1.0
     source_commit: str = "unknown"
     extra: dict = field(default_factory=dict, compare=False)  # training-only keys of a checkpoint
 
@@ -65,7 +68,8 @@ class ModelMetadata:
                 "align_roll": "none" if self.align_roll is None else str(self.align_roll),
                 "arch": self.arch, "dataset": self.dataset,
                 "accuracy": "unknown" if self.accuracy is None else str(self.accuracy),
-                "flip_tta": str(int(self.flip_tta)), "source_commit": self.source_commit}
+                "flip_tta": str(int(self.flip_tta)), "temperature": str(self.temperature),
+                "source_commit": self.source_commit}
 
     @classmethod
     def from_props(cls, raw: Mapping[str, str], source: object = "model") -> "ModelMetadata":
@@ -81,7 +85,8 @@ class ModelMetadata:
                        arch=raw.get("arch", "unknown"),
                        dataset=raw.get("dataset", "unknown"),
                        accuracy=None if raw.get("accuracy", "unknown") == "unknown" else float(raw["accuracy"]),
-                       flip_tta=raw.get("flip_tta", "0") == "1", source_commit=raw.get("source_commit", "unknown"))
+                       flip_tta=raw.get("flip_tta", "0") == "1", temperature=float(raw.get("temperature", "1.0")),
+                       source_commit=raw.get("source_commit", "unknown"))
         except ValueError as exc:
             raise ModelError(f"{source} has malformed metadata: {exc}") from None
         if not (isinstance(meta.labels, list) and meta.labels and all(isinstance(x, str) for x in meta.labels)):
@@ -89,4 +94,6 @@ class ModelMetadata:
         if meta.channels not in (1, 3) or len(meta.mean) != meta.channels or len(meta.std) != meta.channels:
             raise ModelError(f"{source} has malformed metadata: channels {meta.channels} with mean {meta.mean}, "
                              f"std {meta.std}")
+        if not 0.05 <= meta.temperature <= 20:
+            raise ModelError(f"{source} has malformed metadata: temperature {meta.temperature} (expected 0.05 to 20)")
         return meta

@@ -140,10 +140,12 @@ class _Face:
 
 class ExpressionEvents:
     """Turns per-frame results into events: a face appears, leaves (unseen for `leave_s`), or changes label (the new
-    label held for `hold_s`, so that a flickering label does not flap). Times are the frames' timestamps."""
+    label held for `hold_s`, so that a flickering label does not flap). Times are the frames' timestamps.
+    reliable_only: a face flagged unreliable (`runtime.quality`) counts as still present but neither appears nor
+    changes label (`fer-camera --min-quality`)."""
 
-    def __init__(self, hold_s: float = 0.5, leave_s: float = 1.0):
-        self.hold_s, self.leave_s = hold_s, leave_s
+    def __init__(self, hold_s: float = 0.5, leave_s: float = 1.0, reliable_only: bool = False):
+        self.hold_s, self.leave_s, self.reliable_only = hold_s, leave_s, reliable_only
         self.faces: dict[int, _Face] = {}
 
     def __call__(self, record: dict) -> list[dict]:
@@ -154,6 +156,10 @@ class ExpressionEvents:
             if track is None:
                 continue
             known = self.faces.get(track)
+            if self.reliable_only and face.get("reliable") is False:
+                if known is not None:
+                    known.last_seen = now
+                continue
             if known is None:
                 self.faces[track] = _Face(label, now, now, probability=face["probability"])
                 events.append(self._event("appeared", track, label, None, face["probability"], now))
@@ -195,10 +201,12 @@ class ExpressionEvents:
 
 class MqttPublisher:
     """Publishes a run's results to a broker; `publish_frame(record)` per frame (never blocks), `close()` at the end.
-    `notify` receives the warning lines (broker unreachable, connection lost, reconnected)."""
+    `notify` receives the warning lines (broker unreachable, connection lost, reconnected); `reliable_only` leaves
+    faces flagged unreliable out of the expression events (`ExpressionEvents`); the faces messages keep them."""
 
     def __init__(self, broker: BrokerUrl, rate: float = 5.0, discovery: bool = False,
-                 ca_file: str | None = None, notify: Callable[[str], None] | None = None, queue_size: int = QUEUE):
+                 ca_file: str | None = None, notify: Callable[[str], None] | None = None, queue_size: int = QUEUE,
+                 reliable_only: bool = False):
         self.ca_file = ca_file
         try:
             import paho.mqtt.client as paho
@@ -206,7 +214,7 @@ class MqttPublisher:
             raise MqttError(f"--mqtt needs paho-mqtt, part of the mqtt extra: {EXTRA}") from None
         self.broker, self.rate, self.discovery = broker, rate, discovery
         self.notify = notify or (lambda message: None)
-        self.events = ExpressionEvents()
+        self.events = ExpressionEvents(reliable_only=reliable_only)
         self.queue: deque[tuple[str, str, bool]] = deque()
         self.queue_size = queue_size
         self.dropped = self.sent = self.reconnects = self._connects = 0

@@ -32,15 +32,20 @@ class Frame:
     results: list[dict]
 
 
+QUALITY_KEYS = ("quality", "reliable", "sharpness", "yaw", "pitch", "roll")  # runtime.pipeline.assess's
+
+
 def frame_record(frame: Frame, labels: list[str]) -> dict:
     """The JSON record of a frame (one `--json` line): frame, timestamp, image name, and per face its box, label,
-    probability and vector (the seed's order), `scores` by label, `track_id` and `detector_score` when known."""
+    probability and vector (the seed's order), `scores` by label, `track_id` and `detector_score` when known, and how
+    far it can be trusted: `quality`, `reliable`, `sharpness` and the head pose `yaw`, `pitch`, `roll` (degrees; where
+    the detector gives landmarks)."""
     faces = []
     for r in frame.results:
         face = {"box": [int(v) for v in r["box"]], "label": r["label"], "probability": round(float(r["probability"]), 4),
                 "vector": [round(float(v), 4) for v in r["vector"]],
                 "scores": {label: round(float(v), 4) for label, v in zip(labels, r["vector"])}}
-        for key in ("track_id", "detector_score"):
+        for key in ("track_id", "detector_score", *QUALITY_KEYS):
             if key in r:
                 face[key] = r[key]
         faces.append(face)
@@ -48,6 +53,11 @@ def frame_record(frame: Frame, labels: list[str]) -> dict:
     if frame.name:
         record["image"] = frame.name
     return record
+
+
+def reliable_only(results: list[dict]) -> list[dict]:
+    """The results flagged reliable (a result without the flag counts as reliable)."""
+    return [r for r in results if r.get("reliable", True)]
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -84,6 +94,7 @@ class Outputs:
         credentials masked)."""
         self.output = Path(args.output) if args.output else None
         self.images, self.fps, self.labels = images, fps or 30.0, labels
+        self.min_quality = getattr(args, "min_quality", None)  # set: unreliable faces stay out of --summary, --plot
         self.writer: cv2.VideoWriter | None = None
         self.json = self.csv = self.plot = None
         self.plot_path = Path(args.plot) if args.plot else None
@@ -139,10 +150,11 @@ class Outputs:
         """Append the frame to every output; `annotated` is the drawn frame when the caller has it already."""
         if self.json:
             self.json.write(json.dumps(frame_record(frame, self.labels)) + "\n")
+        summarised = reliable_only(frame.results) if self.min_quality is not None else frame.results
         if self.csv:
-            self.csv.write(frame.index, frame.timestamp, frame.results)
+            self.csv.write(frame.index, frame.timestamp, summarised)
         if self.plot:
-            self.plot.add(frame.index, frame.timestamp, frame.results)
+            self.plot.add(frame.index, frame.timestamp, summarised)
         if self.output:
             if annotated is None:
                 annotated = draw_faces(to_bgr(frame.image).copy(), frame.results)

@@ -5,7 +5,8 @@ A result is the seed's dict (a `FaceResult`, whose `to_dict()` is JSON-ready): `
 pixels, the part of the detector's box inside the frame), `vector` (float32 probabilities), `result` (class index),
 `probability` and `label`; a stream's results also carry `track_id` (the tracker's track, else
 runtime.identities.FaceIds: a new one for a new face and after a scene cut), and `detector_score` when the
-detector gives one (YuNet).
+detector gives one (YuNet). Every result says how far it can be trusted (`assess`): `quality` in [0, 1], `reliable`,
+the crop's `sharpness` and, where the detector gives landmarks, the head pose `yaw`, `pitch`, `roll` (degrees).
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import numpy as np
 from .boxes import clip_box, largest_box
 from .identities import FaceIds
 from .photos import PhotoDetector
+from .pose import head_pose
+from .quality import RELIABLE_QUALITY, face_quality, sharpness
 
 if TYPE_CHECKING:
     from .classifier import ExpressionClassifier
@@ -57,11 +60,12 @@ def landmarks_of(detector, boxes) -> list[np.ndarray | None]:
 
 
 def classify_boxes(classifier: "ExpressionClassifier", frames: Sequence[np.ndarray], boxes_per_frame: Sequence,
-                   landmarks_per_frame: Sequence | None = None) -> list[list[dict]]:
+                   landmarks_per_frame: Sequence | None = None,
+                   reliable_quality: float = RELIABLE_QUALITY) -> list[list[dict]]:
     """Results for the boxes of several frames, all faces in one `predict` call; each face framed by
-    `classifier.crop` (turned upright on its landmarks, where given). A box that lies entirely outside its frame is
-    dropped."""
-    kept, crops = [], []
+    `classifier.crop` (turned upright on its landmarks, where given) and assessed (`assess`). A box that lies
+    entirely outside its frame is dropped."""
+    kept, crops, signals = [], [], []
     if landmarks_per_frame is None:
         landmarks_per_frame = [[None] * len(boxes) for boxes in boxes_per_frame]
     for frame, boxes, marks in zip(frames, boxes_per_frame, landmarks_per_frame):
@@ -71,12 +75,28 @@ def classify_boxes(classifier: "ExpressionClassifier", frames: Sequence[np.ndarr
             if crop.size:
                 kept[-1].append(box)
                 crops.append(crop)
+                signals.append((crop, points, frame.shape))
     vectors = classifier.predict(crops)
     out, start = [], 0
     for boxes in kept:
         out.append(results_for(boxes, vectors[start:start + len(boxes)], classifier.labels))
         start += len(boxes)
+    for r, (crop, points, shape) in zip((r for results in out for r in results), signals):
+        assess(r, crop, points, shape, reliable_quality)
     return out
+
+
+def assess(result: dict, crop: np.ndarray, landmarks: np.ndarray | None, frame_shape: tuple[int, ...],
+           reliable_quality: float = RELIABLE_QUALITY) -> None:
+    """Add to one result its head pose (`yaw`, `pitch`, `roll` in degrees, where the detector gave landmarks), the
+    `sharpness` of its crop, its `quality` in [0, 1] and whether it is `reliable` (quality >= `reliable_quality`):
+    `runtime.pose`, `runtime.quality`."""
+    pose = head_pose(landmarks, frame_shape) if landmarks is not None else None
+    if pose is not None:
+        result.update(yaw=pose.yaw, pitch=pose.pitch, roll=pose.roll)
+    result["sharpness"] = sharpness(crop)
+    result["quality"] = face_quality(result["probability"], min(result["box"][2:]), result["sharpness"], pose)
+    result["reliable"] = result["quality"] >= reliable_quality
 
 
 class FramePipeline:
@@ -95,18 +115,20 @@ class FramePipeline:
         (no tracker) classifies every frame anyway.
     photos: the frames are photos (`runtime.photos.PhotoDetector`): searched at several scales, whatever their size,
         and, with `rotations`, turned when no face is found upright. Not for video.
+    min_quality: the quality from which a face is `reliable` (default `runtime.quality.RELIABLE_QUALITY`).
     `seconds` adds up the time spent in each stage (detect, classify = crop + preprocess + model, smooth).
     """
 
     def __init__(self, detector, classifier: "ExpressionClassifier",
                  smoother: Callable[[list[dict]], list[dict]] | None = None, largest_only: bool = False,
                  track_ids: bool = False, classify_every_frame: bool = False, photos: bool = False,
-                 rotations: bool = True):
+                 rotations: bool = True, min_quality: float | None = None):
         if photos and not isinstance(detector, PhotoDetector):
             detector = PhotoDetector(detector, rotations=rotations)
         self.detector, self.classifier, self.smoother = detector, classifier, smoother
         self.largest_only, self.classify_every_frame = largest_only, classify_every_frame
         self.ids = FaceIds() if track_ids else None
+        self.reliable_quality = RELIABLE_QUALITY if min_quality is None else float(min_quality)
         self.seconds = dict.fromkeys(STAGES, 0.0)
         self._last: tuple[np.ndarray, list[dict]] | None = None  # the last frame's boxes and unsmoothed results
 
@@ -123,7 +145,8 @@ class FramePipeline:
         if carried and self._last is not None and np.array_equal(self._last[0], boxes):
             results = self._last[1]
         else:
-            results = classify_boxes(self.classifier, [frame], [boxes], [landmarks_of(self.detector, boxes)])[0]
+            results = classify_boxes(self.classifier, [frame], [boxes], [landmarks_of(self.detector, boxes)],
+                                     self.reliable_quality)[0]
         self._last = boxes, results
         return [FaceResult(r) for r in results]  # the smoother and the caller get their own dicts
 
@@ -170,7 +193,7 @@ class FramePipeline:
         for frame in frames:
             boxes.append(self.detect(frame))
             marks.append(landmarks_of(self.detector, boxes[-1]))
-        out = classify_boxes(self.classifier, frames, boxes, marks)
+        out = classify_boxes(self.classifier, frames, boxes, marks, self.reliable_quality)
         for frame, results in zip(frames, out):
             for r in results:
                 r["box"] = clip_box(r["box"], frame.shape)

@@ -248,6 +248,8 @@ PAGE = """<!doctype html>
  .bar i { display: block; height: 100%; background: #5aa9e6; }
  .top .bar i { background: #8fd18f; }
  .none { color: #9aa0a6; }
+ .unreliable { opacity: 0.45; }
+ .quality { color: #9aa0a6; font-size: 12px; font-weight: normal; }
 </style></head>
 <body>
 <header><span>fer-edge live view</span><span>source <b id="source">-</b></span><span>FPS <b id="fps">-</b></span><span>frames <b id="frames">-</b></span>
@@ -266,7 +268,10 @@ function draw(record) {
   if (!record.faces.length) { faces.innerHTML = '<p class="none">no face in view</p>'; return; }
   faces.innerHTML = record.faces.map(function (f, i) {
     const id = f.track_id === undefined ? i : f.track_id;
-    return '<div class="face"><h3>face ' + id + ': ' + f.label + ' ' + f.probability.toFixed(2) + '</h3>'
+    const quality = f.quality === undefined ? '' : ' <span class="quality">quality ' + f.quality.toFixed(2)
+      + (f.reliable ? '' : ', unreliable') + (f.yaw === undefined ? '' : ', yaw ' + Math.round(f.yaw)) + '</span>';
+    return '<div class="face' + (f.reliable === false ? ' unreliable' : '') + '"><h3>face ' + id + ': ' + f.label
+      + ' ' + f.probability.toFixed(2) + quality + '</h3>'
       + Object.keys(f.scores).map(function (k) { return row(k, f.scores[k], k === f.label); }).join("") + '</div>';
   }).join("");
 }

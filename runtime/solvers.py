@@ -41,17 +41,20 @@ class StreamSolver(_Solver):
         classifier's own `smoother`, if it has one (the seed's API).
     fps: the seed's third argument, the frame step: `get_solved_frame()` solves every fps-th frame of the source
         (1, the default: every frame); the frames in between are read and dropped.
+    min_quality: the quality from which a face is flagged `reliable` (`runtime.quality`; default RELIABLE_QUALITY).
     Each result carries a `track_id`: one person, new at a scene cut. `start()` forgets the faces, ids and
     smoothing state of the previous stream.
     """
 
     def __init__(self, detector, classifier: ExpressionClassifier, fps: int = 1, *,
-                 detect_every: int = DEFAULT_DETECT_EVERY, smoother: Callable[[list[dict]], list[dict]] | None = None):
+                 detect_every: int = DEFAULT_DETECT_EVERY, smoother: Callable[[list[dict]], list[dict]] | None = None,
+                 min_quality: float | None = None):
         if not isinstance(fps, int) or isinstance(fps, bool) or fps < 1:
             raise ValueError(f"fps (the frame step: every fps-th frame is solved) must be an integer >= 1, got {fps!r}")
         self.step = fps
         self.pipeline = FramePipeline(tracked(detector, detect_every), classifier,
-                                      smoother if smoother is not None else classifier.smoother, track_ids=True)
+                                      smoother if smoother is not None else classifier.smoother, track_ids=True,
+                                      min_quality=min_quality)
         self.frames: FileFrames | LiveFrames | None = None
         self.source: SourceSpec | None = None
         self.timestamp: float | None = None  # seconds from the start of the stream to the last frame

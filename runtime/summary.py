@@ -12,22 +12,29 @@ from .visualizer import FONT, PALETTE
 
 PANEL = (960, 170)  # width, height of one face's chart
 MAX_FACES = 8  # the longest-followed faces that get a chart
+CSV_QUALITY = ("quality", "reliable", "yaw", "pitch", "roll")  # after the label columns
+
+
+def _cell(value):
+    return int(value) if isinstance(value, bool) else value
 
 
 class SummaryCsv:
-    """`frame, time, track_id, x, y, w, h, <label>...` rows (one per face and frame), written as they come."""
+    """`frame, time, track_id, x, y, w, h, <label>..., quality, reliable, yaw, pitch, roll` rows (one per face and
+    frame), written as they come; a value not known (no landmarks: no pose) is empty."""
 
     def __init__(self, file, labels: list[str]):
         """`file`: a text file opened for writing with newline=""."""
         self.labels, self.file = labels, file
         self.writer = csv.writer(self.file)
-        self.writer.writerow(["frame", "time", "track_id", "x", "y", "w", "h", *labels])
+        self.writer.writerow(["frame", "time", "track_id", "x", "y", "w", "h", *labels, *CSV_QUALITY])
         self.file.flush()
 
     def write(self, index: int, timestamp: float | None, results: list[dict]) -> None:
         for r in results:
             self.writer.writerow([index, "" if timestamp is None else timestamp, r.get("track_id", ""), *r["box"],
-                                  *(round(float(v), 4) for v in r["vector"])])
+                                  *(round(float(v), 4) for v in r["vector"]),
+                                  *(_cell(r.get(key, "")) for key in CSV_QUALITY)])
 
     def close(self) -> None:
         self.file.close()

@@ -51,15 +51,22 @@ def label_layout(image_shape, box, label: str, probability: float) -> tuple[str,
     return text, (x0, y0, x0 + box_w, y0 + box_h), scale, thickness
 
 
+def dimmed(color) -> tuple[int, int, int]:
+    """A class colour faded toward grey: how a face flagged unreliable (`runtime.quality`) is drawn."""
+    return tuple(int(0.35 * c + 0.65 * 150) for c in color)
+
+
 def draw_faces(image: np.ndarray, results: list[dict]) -> np.ndarray:
     """Draw every face's box with its label and probability onto `image` (BGR, in place); labels placed by
-    `label_layout`."""
+    `label_layout`; a face flagged unreliable in faded colours with a thin box."""
     line = max(1, round(max(0.5, image.shape[0] / 800) * 1.5)) + 1
     for r in results:
         x, y, w, h = (int(v) for v in r["box"])
-        color = PALETTE[r["result"] % len(PALETTE)]
+        color, width = PALETTE[r["result"] % len(PALETTE)], line
+        if r.get("reliable") is False:
+            color, width = dimmed(color), max(1, line // 2)
         text, (x0, y0, x1, y1), scale, thickness = label_layout(image.shape, r["box"], r["label"], r["probability"])
-        cv2.rectangle(image, (x, y), (x + w, y + h), color, line)
+        cv2.rectangle(image, (x, y), (x + w, y + h), color, width)
         cv2.rectangle(image, (x0, y0), (x1, y1), color, -1)
         (_, th), _ = cv2.getTextSize(text, FONT, scale, thickness)
         cv2.putText(image, text, (x0 + 3, y0 + th + 2), FONT, scale, text_colour(color), thickness, cv2.LINE_AA)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -174,3 +175,13 @@ def test_aligned_ferplus_chooses_on_valid_and_reports_test(ferplus):
     chosen = next(line for line in lines if "chosen on FER2013Valid" in line).split()[-1]
     assert any(line.strip().startswith(f"align_roll {chosen}:") for line in lines[lines.index(
         next(line for line in lines if line.startswith("FER2013Test"))):])
+
+
+def test_quality_benchmark_chooses_on_valid_and_reports_test(ferplus, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "benchmarks.quality", "--count", "16", "--skip-clip", "--out",
+                           tmp_path], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "threshold chosen on FER2013Valid" in done.stdout and "FER2013Test, 16 faces x 5 variants" in done.stdout
+    assert re.search(r"\| all five \| [\d.]+% \| [\d.]+% \|", done.stdout)
+    rows = json.loads((tmp_path / "faces_test.json").read_text())
+    assert len(rows) == 16 * 5 and {"clean", "blur 3", "16 px"} <= {r["variant"] for r in rows}

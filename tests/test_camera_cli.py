@@ -39,7 +39,8 @@ def test_headless_video_writes_playable_video_and_json(tiny_onnx, media, tmp_pat
     assert [r["frame"] for r in records] == list(range(40))
     assert records[1]["timestamp"] == pytest.approx(1 / 29.97, abs=1e-3)
     faces = [f for r in records for f in r["faces"]]
-    assert faces and set(faces[0]) == {"box", "label", "probability", "vector", "scores", "track_id", "detector_score"}
+    assert faces and set(faces[0]) == {"box", "label", "probability", "vector", "scores", "track_id", "detector_score",
+                                       "quality", "reliable", "sharpness", "yaw", "pitch", "roll"}
     assert len(faces[0]["vector"]) == 7
 
 
@@ -258,7 +259,10 @@ def test_json_scores_and_track_ids_summary_and_plot(tiny_onnx, media, tmp_path):
     # a followed face keeps its id across frames; new faces get new ids
     assert len(set(ids)) < len(ids) / 3 and max(ids) == len(set(ids)) - 1
     rows = list(csv.DictReader(summary.open()))
-    assert list(rows[0]) == ["frame", "time", "track_id", "x", "y", "w", "h", *LABELS]
+    assert list(rows[0]) == ["frame", "time", "track_id", "x", "y", "w", "h", *LABELS,
+                             "quality", "reliable", "yaw", "pitch", "roll"]
+    assert [float(r["quality"]) for r in rows] == [f["quality"] for f in faces]
+    assert [float(r["yaw"]) for r in rows] == [f["yaw"] for f in faces]  # YuNet's landmarks: a pose for each face
     assert len(rows) == len(faces) and [int(r["track_id"]) for r in rows] == ids
     last = [r for r in records if r["faces"]][-1]
     assert int(rows[-1]["frame"]) == last["frame"] and float(rows[-1]["time"]) == pytest.approx(last["timestamp"])

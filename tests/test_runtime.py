@@ -95,7 +95,7 @@ def test_detect_fields_and_box_outside_frame(tiny_onnx):
     # part of the given box inside the frame
     assert [r["box"] for r in results] == [(10, 20, 100, 100), (0, 400, 70, 80)]
     for r in results:
-        assert set(r) == {"box", "vector", "result", "probability", "label"}
+        assert set(r) == {"box", "vector", "result", "probability", "label", "sharpness", "quality", "reliable"}
         assert r["vector"].dtype == np.float32 and r["label"] == clf.labels[r["result"]]
         assert r["probability"] == pytest.approx(float(r["vector"].max()))
     # the partly outside box is classified on the part inside the frame, widened by the margin and clipped

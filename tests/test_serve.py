@@ -214,7 +214,9 @@ def test_real_browser_shows_video_and_bars(tiny_onnx, media, yunet_model, tmp_pa
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=10)
     faces = re.search(r'<div id="faces">.{0,120}', dom)
-    assert re.search(r'<h3>face \d+: \w+ [\d.]+</h3>', dom), faces and faces[0]  # a face drawn by the page's script
+    # a face drawn by the page's script, with its quality (and, from YuNet's landmarks, its yaw)
+    assert re.search(r'<h3>face \d+: \w+ [\d.]+ <span class="quality">quality [\d.]+(, unreliable)?, yaw -?\d+</span>'
+                     r'</h3>', dom), faces and faces[0]
     assert len(re.findall(r'<div class="row(?: top)?"><span>\w+</span><div class="bar"><i style="width:', dom)) >= 7
     image = cv2.imread(str(shot))
     assert image is not None

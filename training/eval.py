@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from runtime.image import reframed
 
+from .calibration import BINS, plot_reliability, reliability, softmax
 from .datasets import DatasetError, FaceDataset, load_dataset
 from .launch import exit_without_torch
 from .options import eval_parser
@@ -131,16 +132,25 @@ def predict_checkpoint(ckpt: dict, dataset: FaceDataset, flip: bool, batch_size:
     return np.concatenate(out)
 
 
-def predict_onnx(path: str, dataset: FaceDataset, batch_size: int = 256) -> np.ndarray:
-    """Class scores (N, classes) of an exported model, through the runtime's preprocessing."""
+def onnx_logits(path: str, dataset: FaceDataset, batch_size: int = 256) -> np.ndarray:
+    """Raw scores (N, classes) of an exported model, through the runtime's preprocessing."""
     from runtime import ExpressionClassifier
 
     classifier = ExpressionClassifier(path)
     out = []
     for start in tqdm(range(0, len(dataset), batch_size), desc="evaluate", leave=False):
         faces = [dataset.read(dataset.items[i]) for i in range(start, min(len(dataset), start + batch_size))]
-        out.append(classifier.predict(faces))
+        out.append(classifier.logits(faces))
     return np.concatenate(out)
+
+
+def calibration_report(probabilities: dict[str, np.ndarray], truth: np.ndarray, path: Path, title: str) -> dict:
+    """ECE and the reliability table of each set of probabilities, and their reliability diagram at `path`
+    (without matplotlib: no diagram)."""
+    curves = {name: reliability(p, truth) for name, p in probabilities.items()}
+    if importlib.util.find_spec("matplotlib") is not None:
+        plot_reliability(curves, path, title)
+    return {name: asdict(curve) for name, curve in curves.items()}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -184,21 +194,35 @@ def main(argv: list[str] | None = None) -> int:
         dataset = dataset.subset(np.sort(np.random.default_rng(0).permutation(len(dataset))[:args.limit]))
     try:
         if onnx_model:
-            scores = predict_onnx(args.model[0], dataset)
+            from runtime import ExpressionClassifier
+
+            logits = onnx_logits(args.model[0], dataset)
+            temperature = ExpressionClassifier(args.model[0]).metadata.temperature
+            scores = softmax(logits, temperature)
         else:
-            scores = sum(predict_checkpoint(ckpt, dataset, args.flip) for ckpt in ckpts)
+            scores = sum(predict_checkpoint(ckpt, dataset, args.flip) for ckpt in ckpts) / len(ckpts)
     except KeyboardInterrupt:
         print("fer-eval: interrupted before any result was written", file=sys.stderr)
         return 130
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    calibration = {}
+    if args.calibration:
+        curves = {"as given" if not onnx_model or temperature == 1.0 else f"temperature {temperature}": scores}
+        if onnx_model and temperature != 1.0:
+            curves = {"uncalibrated (temperature 1)": softmax(logits), **curves}
+        title = f"{Path(args.model[0]).name} on {args.data.split(':')[0]} {args.split}"
+        calibration = calibration_report(curves, dataset.hard_labels, out / "reliability.png", title)
+        for name, curve in calibration.items():
+            print(f"expected calibration error ({BINS} bins), {name}: {100 * curve['ece']:.2f}%")
     if args.logit_adjust:
         scores = logit_adjusted(scores, class_prior(args.data, labels), args.logit_adjust)
     report = report_from_predictions(labels, dataset.hard_labels, scores.argmax(1))
     print(report.table())
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps({"model": args.model, "data": args.data, "split": args.split,
                                                   "reframe": args.reframe, "logit_adjust": args.logit_adjust,
-                                                  "flip": args.flip, **asdict(report)}, indent=1))
+                                                  "flip": args.flip, **asdict(report),
+                                                  "calibration": calibration}, indent=1))
     title = " + ".join(Path(m).name for m in args.model)
     if importlib.util.find_spec("matplotlib") is None:
         print(f"all numbers: {out / 'metrics.json'}; the confusion matrix PNG needs matplotlib: "

@@ -90,6 +90,9 @@ def eval_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--reframe", type=float, default=1.0, metavar="SIDE",
                    help="frame every face SIDE times as wide first: 0.8 = its central 80%%, 1.2 = padded by 10%% per "
                         "side (edges replicated); how robust the model is to a detector's tighter or looser crops")
+    p.add_argument("--calibration", action="store_true",
+                   help="also measure how well the probabilities are calibrated: the expected calibration error "
+                        "(15 bins, top label) and reliability.png, before and after the model's temperature")
     p.add_argument("--out", default="runs/eval", help="folder for confusion_matrix.png and metrics.json (the "
                                                       "exporter's --metrics reads the latter)")
     return p
