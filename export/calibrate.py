@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         from export.to_onnx import save_atomically, set_metadata
         from runtime import ExpressionClassifier
 
-        meta = ExpressionClassifier(source).metadata
+        classifier = ExpressionClassifier(source)
+        meta = classifier.metadata
         dataset = load_dataset(args.data, args.split, list(meta.labels))
     except ImportError as exc:
         print(f"calibrate: error: {exc.name} is missing: pip install 'fer-edge[train]'", file=sys.stderr)
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelError, DatasetError) as exc:
         print(f"calibrate: error: {exc}", file=sys.stderr)
         return 2
-    logits = onnx_logits(str(source), dataset)
+    logits = onnx_logits(classifier, dataset)
     truth = dataset.hard_labels
     temperature = fit_temperature(logits, truth)
     before = expected_calibration_error(softmax(logits), truth)

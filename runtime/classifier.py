@@ -39,8 +39,11 @@ def _session(path: Path, threads: int | None) -> ort.InferenceSession:
         raise ModelError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0][:200]}") from None
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """softmax(logits / temperature) over each row, in the logits' own precision."""
+    logits = np.asarray(logits)
+    scaled = logits / logits.dtype.type(temperature) if logits.dtype.kind == "f" else logits / temperature
+    shifted = np.exp(scaled - scaled.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
@@ -146,7 +149,7 @@ class ExpressionClassifier:
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated probabilities [N, classes] of `labels` from raw `logits`: softmax(logits / temperature),
         the model's temperature from its metadata; renormalized over the express_table's classes, if given."""
-        probabilities = softmax(np.asarray(logits, np.float32) / np.float32(self.metadata.temperature))
+        probabilities = softmax(np.asarray(logits, np.float32), self.metadata.temperature)
         if self._columns is None:
             return probabilities
         chosen = probabilities[:, self._columns]

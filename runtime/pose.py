@@ -54,7 +54,8 @@ def head_pose(landmarks: np.ndarray, image_shape: tuple[int, ...]) -> HeadPose:
     points = np.asarray(landmarks, np.float64).reshape(5, 2)
     # a face turned far in the image (a photo on its side, upside down) is first turned back about its nose, so that
     # the fit starts near upright and its angles keep their meaning; the turn is added back to the roll
-    turn = roll_degrees(points) if abs(roll_degrees(points)) > 45 else 0.0
+    tilt = roll_degrees(points)
+    turn = tilt if abs(tilt) > 45 else 0.0
     c, s = np.cos(np.radians(-turn)), np.sin(np.radians(-turn))
     nose = points[2]
     upright = (points - nose) @ np.array([[c, s], [-s, c]]) + nose
@@ -64,7 +65,7 @@ def head_pose(landmarks: np.ndarray, image_shape: tuple[int, ...]) -> HeadPose:
         ok, rvec, _ = cv2.solvePnP(FACE_POINTS, upright, camera, None, rvec, _initial_translation(upright, camera),
                                    useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
     if not ok:
-        return HeadPose(0.0, 0.0, round(roll_degrees(points), 1))
+        return HeadPose(0.0, 0.0, round(tilt, 1))
     rotation, _ = cv2.Rodrigues(rvec)
     # rotation = Rz(roll) Rx(pitch') Ry(yaw') in OpenCV's axes (y down, z away): yaw' > 0 turns the nose to the image's
     # left, pitch' > 0 tilts it down (the viewer's signs are the opposite), roll > 0 is clockwise on the screen

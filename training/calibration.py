@@ -12,14 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.classifier import softmax
+
 BINS = 15
 MIN_PLOTTED = 10  # faces in a bin for the reliability diagram to draw it
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = np.asarray(logits, np.float64) / temperature
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
 
 
 @dataclass
@@ -48,7 +44,7 @@ def expected_calibration_error(probabilities: np.ndarray, truth: np.ndarray, bin
 
 
 def negative_log_likelihood(logits: np.ndarray, truth: np.ndarray, temperature: float) -> float:
-    p = softmax(logits, temperature)[np.arange(len(truth)), np.asarray(truth)]
+    p = softmax(np.asarray(logits, np.float64), temperature)[np.arange(len(truth)), np.asarray(truth)]
     return float(-np.mean(np.log(np.maximum(p, 1e-12))))
 
 

@@ -132,16 +132,14 @@ def predict_checkpoint(ckpt: dict, dataset: FaceDataset, flip: bool, batch_size:
     return np.concatenate(out)
 
 
-def onnx_logits(path: str, dataset: FaceDataset, batch_size: int = 256) -> np.ndarray:
-    """Raw scores (N, classes) of an exported model, through the runtime's preprocessing."""
-    from runtime import ExpressionClassifier
-
-    classifier = ExpressionClassifier(path)
+def onnx_logits(classifier, dataset: FaceDataset, batch_size: int = 256) -> np.ndarray:
+    """Raw scores (N, classes) of an exported model (a `runtime.ExpressionClassifier`), through the runtime's
+    preprocessing."""
     out = []
     for start in tqdm(range(0, len(dataset), batch_size), desc="evaluate", leave=False):
         faces = [dataset.read(dataset.items[i]) for i in range(start, min(len(dataset), start + batch_size))]
         out.append(classifier.logits(faces))
-    return np.concatenate(out)
+    return np.concatenate(out).astype(np.float64)  # calibration sums over thousands of faces
 
 
 def calibration_report(probabilities: dict[str, np.ndarray], truth: np.ndarray, path: Path, title: str) -> dict:
@@ -171,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if onnx_model:
             from runtime import ExpressionClassifier
-            labels = ExpressionClassifier(args.model[0]).labels
+
+            classifier = ExpressionClassifier(args.model[0])
+            labels = classifier.labels
         else:
             exit_without_torch("fer-eval")
             from .checkpoint import load_checkpoint
@@ -194,10 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         dataset = dataset.subset(np.sort(np.random.default_rng(0).permutation(len(dataset))[:args.limit]))
     try:
         if onnx_model:
-            from runtime import ExpressionClassifier
-
-            logits = onnx_logits(args.model[0], dataset)
-            temperature = ExpressionClassifier(args.model[0]).metadata.temperature
+            logits = onnx_logits(classifier, dataset)
+            temperature = classifier.metadata.temperature
             scores = softmax(logits, temperature)
         else:
             scores = sum(predict_checkpoint(ckpt, dataset, args.flip) for ckpt in ckpts) / len(ckpts)
