@@ -15,7 +15,7 @@ install: $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e .
 
 install-dev: $(PY)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[train,test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[train,test,cluster]'
 
 demo: install
 	$(PY) -m runtime.camera --source tests/data --headless --output $(DEMO_OUT)/annotated --json $(DEMO_OUT)/results.jsonl

@@ -19,14 +19,11 @@ import argparse
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
-
-import cv2
 
 from .classifier import ExpressionClassifier
 from .detectors import CascadeFaceDetector, create_detector
@@ -42,17 +39,11 @@ from .solvers import StreamSolver
 from .sources import SourceError, SourceLost, SourceSpec, parse_source
 from .metrics import FreeMemoryReturner
 from .mqtt import MqttError, MqttPublisher, check_options, parse_broker_url
-from .terminal import ProgressLine
+from .terminal import ProgressLine, native_stderr, silence_opencv
 from .visualizer import Visualizer, draw_faces
 from .window import window_problem
 
 VIDEO_DETECT_WIDTH = 640
-
-
-def silence_opencv() -> None:
-    """OpenCV's and FFmpeg's own log lines ('[ WARN:0@0.078] ...', 'moov atom not found') off: errors are ours."""
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 def build_parts(args: argparse.Namespace, video: bool):
@@ -90,27 +81,6 @@ def image_files(source: Path) -> list[Path]:
         print(f"fer-camera: note: the {folders} folder{'s' if folders > 1 else ''} inside {source} "
               f"{'are' if folders > 1 else 'is'} not searched (give each as --source)", file=sys.stderr)
     return files
-
-
-@contextmanager
-def native_stderr(capture: bool):
-    """What C libraries write to stderr meanwhile (libjpeg's 'Premature end of JPEG file'), caught into the list
-    it yields instead of the terminal when `capture` (else left alone)."""
-    said: list[str] = []
-    if not capture:
-        yield said
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as caught:
-        os.dup2(caught.fileno(), 2)
-        try:
-            yield said
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            caught.seek(0)
-            said.extend(line for line in caught.read().decode(errors="replace").splitlines() if line.strip())
 
 
 def image_frames(files: list[Path], pipeline: FramePipeline, skipped: list[Path],

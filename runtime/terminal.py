@@ -1,9 +1,16 @@
-"""What `fer-camera` shows on the terminal: the progress line of a stream, rewritten in place on stderr, and the
-lines (warnings, reconnects) that may come between its updates from any thread."""
+"""What the CLIs show on the terminal: the progress line of a stream, rewritten in place on stderr, and the lines
+(warnings, reconnects) that may come between its updates from any thread; and what they keep off it (OpenCV's,
+FFmpeg's and libjpeg's own lines)."""
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+import cv2
 
 
 class ProgressLine:
@@ -33,3 +40,30 @@ class ProgressLine:
             if self._width:
                 print(file=self.stream, flush=True)
                 self._width = 0
+
+
+def silence_opencv() -> None:
+    """OpenCV's and FFmpeg's own log lines ('[ WARN:0@0.078] ...', 'moov atom not found') off: errors are ours."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
+@contextmanager
+def native_stderr(capture: bool) -> Iterator[list[str]]:
+    """What C libraries write to stderr meanwhile (libjpeg's 'Premature end of JPEG file'), caught into the list
+    it yields instead of the terminal when `capture` (else left alone)."""
+    said: list[str] = []
+    if not capture:
+        yield said
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield said
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            said.extend(line for line in caught.read().decode(errors="replace").splitlines() if line.strip())
