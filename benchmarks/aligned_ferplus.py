@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from runtime.progress import progress
 
 from runtime import ExpressionClassifier
 from runtime.align import roll_degrees, rotated_square
@@ -33,7 +33,7 @@ THRESHOLDS = (None, 0.0, 5.0, 10.0, 15.0, 20.0)
 def rolls(faces: list[np.ndarray], detector: PhotoDetector, split: str) -> list[float | None]:
     """Each face's tilt as the photo path measures it (None: not found)."""
     out = []
-    for face in tqdm(faces, desc=f"landmarks, {split}", leave=False):
+    for face in progress(faces, desc=f"landmarks, {split}", leave=False):
         boxes = detector.detect(ferplus_photo(face))
         marks = detector.last_landmarks.get(tuple(int(v) for v in max(boxes, key=lambda b: b[2]))) \
             if len(boxes) else None

@@ -33,11 +33,7 @@ from runtime.models import find
 from runtime.tracking import DEFAULT_DETECT_EVERY, IntervalDetector
 from runtime.visualizer import draw_faces
 
-try:
-    from tqdm import tqdm
-except ImportError:  # the runtime-only install has no tqdm
-    def tqdm(iterable, **_):
-        return iterable
+from runtime.progress import progress
 
 STAGES = ("decode", "detect", "classify", "smooth", "draw")
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,7 +124,7 @@ def run_pipeline(name: str, source: Path, frames: int, pipeline: FramePipeline, 
     capture = cv2.VideoCapture(str(source))
     decode = draw = 0.0
     faces, boxes_per_frame, sample_face = 0, [], None
-    for _ in tqdm(range(frames), desc=name, leave=False):
+    for _ in progress(range(frames), desc=name, leave=False):
         t0 = time.perf_counter()
         ok, frame = capture.read()
         if not ok:
@@ -170,12 +166,12 @@ def soak(source: Path, frames: int, detector, classifier: ExpressionClassifier) 
     """Loop the video through VideoSolver for `frames` frames, sampling RSS."""
     samples, n = [], 0
     solver = VideoSolver(detector, classifier, detect_every=1, smoother=LinearExponentialSmoothing(0.3))
-    bar = tqdm(total=frames, desc="soak")
+    bar = progress(total=frames, desc="soak")
     while n < frames:
         solver.start(source)
         for _ in solver:
             n += 1
-            getattr(bar, "update", lambda _: None)(1)
+            bar.update(1)
             if n % 250 == 0:
                 samples.append((n, round(current_rss_mb(), 2)))
             if n >= frames:

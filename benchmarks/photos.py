@@ -30,7 +30,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
+from runtime.progress import progress
 
 from runtime import BatchSolver, ExpressionClassifier
 from runtime.detectors import create_detector
@@ -204,7 +204,7 @@ def ferplus(model: str | None, count: int | None, detector_kind: str) -> list[st
              "| turned | found | right (not found = wrong) |", "|---|---|---|"]
     for degrees in ANGLES[:7]:
         found = right = 0
-        for start in tqdm(range(0, len(picks), 64), desc=f"FER+ at {degrees} degrees", leave=False):
+        for start in progress(range(0, len(picks), 64), desc=f"FER+ at {degrees} degrees", leave=False):
             batch = picks[start:start + 64]
             photos = [turned(ferplus_photo(data.read(data.items[i])), degrees, grow=False) for i in batch]
             out = solver.solve(list(zip(batch, photos)))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
+from runtime.progress import progress
 
 from benchmarks.photos import ferplus_photo
 from runtime import ExpressionClassifier
@@ -61,7 +61,7 @@ def collect(split: str, count: int | None, classifier: ExpressionClassifier) -> 
     pipeline = FramePipeline(YuNetFaceDetector(BUNDLED["yunet"].path), classifier, photos=True, largest_only=True)
     rows = []
     for variant, (blur, side) in VARIANTS.items():
-        for start in tqdm(range(0, len(picks), 64), desc=f"{split}, {variant}", leave=False):
+        for start in progress(range(0, len(picks), 64), desc=f"{split}, {variant}", leave=False):
             batch = picks[start:start + 64]
             photos = [degraded_photo(data.read(data.items[i]), blur, side) for i in batch]
             for i, results in zip(batch, pipeline.solve_batch(photos)):

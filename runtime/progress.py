@@ -6,12 +6,14 @@ when stderr is a file or a pipe (a log keeps a readable line instead of thousand
             ...
             bar.update(1)
             bar.set_postfix_str("frames 1200, faces 800")
+    for batch in progress(loader, desc="evaluate", leave=False):   # over an iterable
+        ...
 """
 from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import Iterable, Iterator, TextIO
 
 from tqdm import tqdm
 
@@ -22,10 +24,18 @@ class PlainProgress:
     """tqdm's surface (update, set_postfix_str, write, close) as a line every `every_s` seconds, in tqdm's words
     (`tqdm.format_meter`: count, rate, elapsed and remaining time)."""
 
-    def __init__(self, total: int | None, desc: str, unit: str, file: TextIO, every_s: float = PLAIN_EVERY_S):
+    def __init__(self, total: int | None, desc: str, unit: str, file: TextIO, every_s: float = PLAIN_EVERY_S,
+                 iterable: Iterable | None = None):
+        if total is None and hasattr(iterable, "__len__"):
+            total = len(iterable)
         self.total, self.desc, self.unit, self.file, self.every_s = total, desc, unit, file, every_s
-        self.n, self.postfix = 0, ""
+        self.iterable, self.n, self.postfix = iterable, 0, ""
         self.started = self._last = time.monotonic()
+
+    def __iter__(self) -> Iterator:
+        for item in self.iterable:
+            yield item
+            self.update(1)
 
     def line(self) -> str:
         meter = tqdm.format_meter(self.n, self.total, time.monotonic() - self.started, prefix=self.desc,
@@ -45,6 +55,9 @@ class PlainProgress:
     def refresh(self) -> None:
         self._maybe_print()
 
+    def set_postfix(self, **values) -> None:
+        self.set_postfix_str(", ".join(f"{k}={v}" for k, v in values.items()))
+
     def set_postfix_str(self, text: str, refresh: bool = True) -> None:
         self.postfix = text
         if refresh:
@@ -63,13 +76,14 @@ class PlainProgress:
         self.close()
 
 
-def progress(total: int | None, desc: str, unit: str = "it", file: TextIO | None = None, enabled: bool = True,
-             every_s: float = PLAIN_EVERY_S):
-    """A tqdm bar when `file` (default stderr) is a terminal, else a `PlainProgress`; with `enabled` False, one that
+def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = "", unit: str = "it",
+             file: TextIO | None = None, enabled: bool = True, every_s: float = PLAIN_EVERY_S, **tqdm_options):
+    """Progress over `iterable` (or `total` steps counted with `update`): a tqdm bar (given `tqdm_options`, e.g.
+    leave=False) when `file` (default stderr) is a terminal, else a `PlainProgress`; with `enabled` False, one that
     counts and prints nothing but what is given to `write`."""
     file = file or sys.stderr
     if not enabled:
-        return PlainProgress(total, desc, unit, file, every_s=float("inf"))
+        return PlainProgress(total, desc, unit, file, float("inf"), iterable)
     if getattr(file, "isatty", lambda: False)():
-        return tqdm(total=total, desc=desc, unit=unit, file=file, dynamic_ncols=True)
-    return PlainProgress(total, desc, unit, file, every_s)
+        return tqdm(iterable, total=total, desc=desc, unit=unit, file=file, dynamic_ncols=True, **tqdm_options)
+    return PlainProgress(total, desc, unit, file, every_s, iterable)

@@ -7,6 +7,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -14,17 +15,25 @@ import cv2
 
 
 class ProgressLine:
-    """`update(text)` rewrites the progress line (when `enabled`); `line(text)` prints a full line above it;
-    `end()` moves past it. Safe to call from several threads."""
+    """`update(text)` rewrites the progress line (when `enabled`) on a terminal, or, when the stream is a file or a
+    pipe (a log), prints it as a plain line every `every_s` seconds; `line(text)` prints a full line above it; `end()`
+    moves past it. Safe to call from several threads."""
 
-    def __init__(self, enabled: bool, stream=None):
+    def __init__(self, enabled: bool, stream=None, every_s: float = 10.0):
         self.enabled, self.stream = enabled, stream or sys.stderr
+        self.terminal = getattr(self.stream, "isatty", lambda: False)()
+        self.every_s, self._printed = every_s, -every_s
         self._lock, self._width = threading.Lock(), 0
 
     def update(self, text: str) -> None:
         if not self.enabled:
             return
         with self._lock:
+            if not self.terminal:
+                if time.monotonic() - self._printed >= self.every_s:
+                    self._printed = time.monotonic()
+                    print(text, file=self.stream, flush=True)
+                return
             print("\r" + text.ljust(self._width), end="", file=self.stream, flush=True)
             self._width = len(text)
 

@@ -292,16 +292,17 @@ def test_an_output_folder_holding_something_else_or_other_settings_is_refused(ar
 
 
 def test_progress_is_a_plain_line_in_a_log_never_carriage_returns(archive: Path, tmp_path: Path):
-    from runtime.progress import PlainProgress
+    from runtime.progress import progress
 
     log = tmp_path / "log.txt"
     with open(log, "w") as f:
-        bar = PlainProgress(10, "sources", "source", f, every_s=0.0)
+        bar = progress(total=10, desc="sources", unit="source", file=f, every_s=0.0)
         bar.update(3)
         bar.set_postfix_str("frames 120, faces 80")
-    text = log.read_text()
-    assert "\r" not in text and text.splitlines()[-1].startswith("sources:  30% 3/10 [00:00<")
-    assert text.splitlines()[-1].endswith("frames 120, faces 80]")
+        assert list(progress(range(4), desc="evaluate", file=f, every_s=0.0, leave=False)) == [0, 1, 2, 3]
+    lines = log.read_text().splitlines()
+    assert "\r" not in log.read_text() and lines[1].startswith("sources:  30% 3/10 [00:00<")
+    assert lines[1].endswith("frames 120, faces 80]") and lines[-1].startswith("evaluate: 100% 4/4 [00:00<00:00")
     run = fer_batch(archive, "--output", tmp_path / "out", "--format", "jsonl")  # stderr is a pipe here
     assert run.returncode == 0 and "\r" not in run.stderr
 

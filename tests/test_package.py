@@ -96,6 +96,7 @@ def test_fer_eval_on_an_onnx_model_runs_without_torch(ferplus, tmp_path):
     report = json.loads((out / "metrics.json").read_text())
     assert report["images"] == 300 and report["accuracy"] > 0.75
     assert f"Accuracy: {100 * report['accuracy']:.2f}% on 300 images" in done.stdout
+    assert "\r" not in done.stderr  # stderr is a pipe: progress as plain lines, never carriage returns
 
 
 def _has_torch() -> bool:

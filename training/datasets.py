@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import cv2
 import numpy as np
-from tqdm import tqdm
+from runtime.progress import progress
 
 from .labels import canonical_label, index_map
 
@@ -144,7 +144,7 @@ def load_ferplus(root: str | os.PathLike, split: str, labels: list[str]) -> Face
         read = lambda i: cv2.imread(str(folder / rows[i][0]), cv2.IMREAD_GRAYSCALE)  # noqa: E731
     mapping = np.array(index_map(FERPLUS_COLUMNS, labels))
     images, targets, hard = [], [], []
-    for i in tqdm(range(len(votes)), desc=f"FER+ {split}", leave=False, disable=len(votes) < 1000):
+    for i in progress(range(len(votes)), desc=f"FER+ {split}", enabled=len(votes) >= 1000, leave=False):
         winner = mapping[int(np.argmax(votes[i]))]
         if winner < 0:
             continue

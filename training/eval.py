@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from runtime.progress import progress
 
 from runtime.image import reframed
 
@@ -127,7 +127,7 @@ def predict_checkpoint(ckpt: dict, dataset: FaceDataset, flip: bool, batch_size:
     dataset.transform = ModelInput(meta["input_size"], meta["channels"], meta["mean"], meta["std"])
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
     out = []
-    for images, _ in tqdm(loader, desc="evaluate", leave=False):
+    for images, _ in progress(loader, desc="evaluate", leave=False):
         out.append(class_probabilities(model, images, flip).numpy())
     return np.concatenate(out)
 
@@ -136,7 +136,7 @@ def onnx_logits(classifier, dataset: FaceDataset, batch_size: int = 256) -> np.n
     """Raw scores (N, classes) of an exported model (a `runtime.ExpressionClassifier`), through the runtime's
     preprocessing."""
     out = []
-    for start in tqdm(range(0, len(dataset), batch_size), desc="evaluate", leave=False):
+    for start in progress(range(0, len(dataset), batch_size), desc="evaluate", leave=False):
         faces = [dataset.read(dataset.items[i]) for i in range(start, min(len(dataset), start + batch_size))]
         out.append(classifier.logits(faces))
     return np.concatenate(out).astype(np.float64)  # calibration sums over thousands of faces

@@ -32,7 +32,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, update_bn
 from torch.utils.data import DataLoader, DistributedSampler
-from tqdm import tqdm
+from runtime.progress import progress
 
 from runtime.metadata import ModelMetadata
 
@@ -156,8 +156,8 @@ def train_one_epoch(net, model, ema, teacher, optimizer, criterion, loader, args
     loss_sum, seen, lr = torch.zeros((), device=device), 0, args.lr
     # Closed here, not by the garbage collector: Ctrl-C landing in a collected bar's __del__ would be swallowed
     # with a traceback.
-    with tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}",
-              disable=not show_progress) as bar:
+    with progress(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}",
+                  enabled=show_progress) as bar:
         for step, (images, targets) in enumerate(bar):
             if step >= steps_per_epoch:
                 break

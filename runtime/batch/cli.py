@@ -10,9 +10,11 @@ OUT/summary.parquet: per source and track its faces, time span and share of face
 pandas (`pd.read_parquet("out/parts")`) or DuckDB (`SELECT * FROM 'out/parts/*.parquet'`).
 
 A rerun with the same --output skips every source done (same size and modification time); a changed file is
-redone. Ctrl-C stops after the tasks in flight, every finished part kept (a second Ctrl-C stops at once; a rerun
-does what was left). Exit codes: 0 done, 1 done but some sources failed (each one warning line, and an entry in
-OUT/manifest.jsonl), 2 a usage error (nothing processed), 130 Ctrl-C.
+redone, one that failed is tried again with --retry-failed. Ctrl-C stops after the tasks in flight (Ray: drops
+them), every finished part kept (a second Ctrl-C stops at once; a rerun does what was left).
+
+Exit codes: 0 done, 1 done but some sources failed (each one warning line, and an entry in OUT/manifest.jsonl), 2 a
+usage error (nothing processed), 130 Ctrl-C.
 """
 from __future__ import annotations
 
@@ -88,15 +90,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 @contextmanager
-def stop_on_ctrl_c(say) -> Iterator[threading.Event]:
-    """The first Ctrl-C sets the event (the tasks in flight finish); a second raises KeyboardInterrupt."""
+def stop_on_ctrl_c(say, engine: str = "local") -> Iterator[threading.Event]:
+    """The first Ctrl-C sets the event (the local tasks in flight finish; Ray's are dropped); a second raises
+    KeyboardInterrupt."""
     stop = threading.Event()
+    what = "after the tasks in flight" if engine == "local" else "now, the tasks in flight dropped"
 
     def on_sigint(signum, frame) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        say(f"{PROG}: stopping after the tasks in flight (Ctrl-C again to stop at once; a rerun does the rest)")
+        say(f"{PROG}: stopping {what} (Ctrl-C again to stop at once; a rerun does the rest)")
 
     previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() \
         else None
@@ -176,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         if todo else "nothing to do"
     say(f"{PROG}: {_count(len(sources), 'source')}, {before}; {plan}; output {output}")
     tally, started, answered = Tally(), time.monotonic(), set()
-    bar = progress(len(todo), "sources", "source", enabled=not args.quiet)
+    bar = progress(total=len(todo), desc="sources", unit="source", enabled=not args.quiet)
     counters = None
 
     def show(frames: int, faces: int) -> None:
@@ -193,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
 
     stopped = False
     try:
-        with stop_on_ctrl_c(bar.write if not args.quiet else say) as stop:
+        with stop_on_ctrl_c(bar.write if not args.quiet else say, args.engine) as stop:
             if args.engine == "ray" and tasks:
                 run_ray(tasks, settings, args.workers, args.address or os.environ.get("RAY_ADDRESS"), on_output,
                         stop, notify=bar.write if not args.quiet else say)
