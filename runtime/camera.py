@@ -238,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
     if problem and not args.quiet and not (args.serve or args.mqtt):
         print(f"fer-camera: note: no window: {problem}", file=sys.stderr)
     progress = ProgressLine(enabled=images is None and not window and not args.quiet)
-    solver, skipped, view, outputs, mqtt = None, [], None, None, None
+    solver, skipped, view, outputs, mqtt, live = None, [], None, None, None, None
     warn = lambda message: progress.line(f"fer-camera: warning: {message}")  # noqa: E731
     try:
         if images is None:
@@ -311,6 +311,7 @@ def run(args: argparse.Namespace) -> int:
             view.close()
         outputs.close()
         if solver is not None:
+            live = (solver.frames.dropped, solver.frames.reconnects) if spec.live and solver.frames else None
             solver.close()
         if visualizer is not None:
             visualizer.close()
@@ -319,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
     what = "images" if images is not None else "frames"
     skip = f", {len(skipped)} unreadable image(s) skipped" if skipped else ""
     if not args.quiet or skipped or code:
-        line = counts(count, faces, count / max(elapsed, 1e-9), solver, spec, closing=what)
+        line = counts(count, faces, count / max(elapsed, 1e-9), solver, spec, closing=what, live=live)
         print(f"{line}{skip}{stopped}", file=sys.stderr)
     if not args.quiet:
         for name, where in (("annotated output", args.output), ("JSON lines", args.json), ("summary", args.summary),
@@ -329,9 +330,11 @@ def run(args: argparse.Namespace) -> int:
     return code or (1 if skipped else 0)
 
 
-def counts(count: int, faces: int, fps: float, solver, spec: SourceSpec, closing: str | None = None) -> str:
+def counts(count: int, faces: int, fps: float, solver, spec: SourceSpec, closing: str | None = None,
+           live: tuple[int, int] | None = None) -> str:
     """The progress line ('frames 120, faces 80, ...') or, given what was counted (`closing`: frames, images), the
-    closing one ('120 frames, 80 faces, ...'); a live source's dropped frames and reconnects follow."""
+    closing one ('120 frames, 80 faces, ...'); a live source's dropped frames and reconnects follow (`live`: those
+    counts of a source already closed)."""
     if closing:
         noun = closing[:-1] if count == 1 and closing.endswith("s") else closing
         line = f"{count} {noun}, {faces} face{'' if faces == 1 else 's'}"
@@ -339,10 +342,13 @@ def counts(count: int, faces: int, fps: float, solver, spec: SourceSpec, closing
         line = f"frames {count}, faces {faces}"
     if not (closing and count == 1):  # no rate for a single image or frame
         line += f", {fps:.1f} fps"
-    if solver is not None and spec.live and solver.frames is not None:
-        line += f", {solver.frames.dropped} dropped"
-        if solver.frames.reconnects:
-            line += f", {solver.frames.reconnects} reconnect{'s' if solver.frames.reconnects > 1 else ''}"
+    if live is None and solver is not None and spec.live and solver.frames is not None:
+        live = solver.frames.dropped, solver.frames.reconnects
+    if live is not None:
+        dropped, reconnects = live
+        line += f", {dropped} dropped"
+        if reconnects:
+            line += f", {reconnects} reconnect{'s' if reconnects > 1 else ''}"
     return line
 
 
