@@ -224,22 +224,27 @@ def test_a_rerun_does_nothing_and_a_touched_file_is_redone_without_duplicate_row
 def test_a_corrupt_video_and_photo_among_good_ones_are_one_warning_each_and_exit_1(archive: Path, tmp_path: Path):
     (archive / "broken.mp4").write_bytes((archive / "talk.mp4").read_bytes()[:3000])
     (archive / "cut.jpg").write_bytes((DATA / "biden.jpg").read_bytes()[:2000])
+    biden = (DATA / "biden.jpg").read_bytes()
+    (archive / "half.jpg").write_bytes(biden[:len(biden) * 2 // 3])  # the face is in the part that can be read
     out = tmp_path / "out"
     run = fer_batch(archive, "--output", out, "--format", "jsonl")
     assert run.returncode == 1
     warnings = [line for line in run.stderr.splitlines() if "warning" in line]
-    assert len(warnings) == 2 and "Traceback" not in run.stderr
+    assert len(warnings) == 3 and "Traceback" not in run.stderr
+    assert f"{archive / 'half.jpg'}: the decoder says 'Premature end of JPEG file' (the part it could read is used)" \
+        in run.stderr
     assert any(f"{archive / 'broken.mp4'}: cannot open video" in w for w in warnings)
     assert any(f"{archive / 'cut.jpg'}: not an image file OpenCV can decode" in w for w in warnings)
-    assert "5 sources done, 0 skipped (done before), 2 failed" in run.stderr
+    assert "6 sources done, 0 skipped (done before), 2 failed" in run.stderr
     entries = manifest(out)
+    assert entries[str(archive / "half.jpg")]["status"] == "done" and entries[str(archive / "half.jpg")]["faces"] == 1
     assert entries[str(archive / "broken.mp4")]["status"] == "failed"
     assert "cannot open video" in entries[str(archive / "broken.mp4")]["error"]
     assert_consistent(out)
     again = fer_batch(archive, "--output", out, "--format", "jsonl")  # failed, unchanged: not tried again
     assert again.returncode == 1 and "(2 of them failed: --retry-failed tries them again)" in again.stderr
     retried = fer_batch(archive, "--output", out, "--format", "jsonl", "--retry-failed")
-    assert retried.returncode == 1 and "0 sources done, 5 skipped (done before), 2 failed" in retried.stderr
+    assert retried.returncode == 1 and "0 sources done, 6 skipped (done before), 2 failed" in retried.stderr
 
 
 def test_ctrl_c_stops_after_the_tasks_in_flight_and_a_rerun_does_the_rest(tmp_path: Path):

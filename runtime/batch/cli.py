@@ -191,6 +191,8 @@ def run(args: argparse.Namespace) -> int:
         store.save(out)
         for failed in tally.add(out):
             bar.write(f"{PROG}: warning: {failed.source.path}: {failed.error}; recorded in {output / 'manifest.jsonl'}")
+        for noted in (r for r in out.results if r.note):
+            bar.write(f"{PROG}: warning: {noted.source.path}: {noted.note}")
         answered.update(r.source.path for r in out.results)
         bar.update(len(out.results))
         show(*(counters.read() if counters else (tally.frames, tally.faces)))

@@ -225,11 +225,12 @@ class BatchStore:
 
     def _entry(self, result: SourceResult, part: str | None, worker_rss_mb: float) -> dict:
         """A manifest line: the source, its size and modification time, what became of it, its part, frames, faces,
-        duration, error, summary rows, when it finished and the peak RSS of the worker that did it."""
+        duration, error (or a note on a damaged file read in part), summary rows, when it finished and the peak RSS of
+        the worker that did it."""
         source = result.source
         return {"source": source.path, "kind": source.kind, "size": source.size, "mtime_ns": source.mtime_ns,
                 "status": result.status, "part": part, "frames": result.frames, "faces": result.faces,
-                "duration_s": result.duration_s, "error": result.error, "summary": result.summary,
+                "duration_s": result.duration_s, "error": result.error, "note": result.note, "summary": result.summary,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "worker_rss_mb": round(worker_rss_mb, 1)}
 
     def _write_part(self, name: str, rows: list[dict]) -> None:

@@ -47,8 +47,8 @@ class Settings:
 
 @dataclass
 class SourceResult:
-    """What became of one source: "done" or "failed" (with `error`), its frames and faces, its duration (videos) and
-    its summary rows."""
+    """What became of one source: "done" or "failed" (with `error`), its frames and faces, its duration (videos), its
+    summary rows, and a `note` on a source done despite a damaged part (what the decoder said)."""
     source: Source
     status: str
     frames: int = 0
@@ -56,6 +56,7 @@ class SourceResult:
     duration_s: float | None = None
     error: str | None = None
     summary: list[dict] = field(default_factory=list)
+    note: str | None = None
 
 
 @dataclass
@@ -150,22 +151,21 @@ class TaskRunner:
         own: list[dict] = []
         frames = reported_frames = reported_faces = read = 0
         try:
-            with native_stderr(True):
+            with native_stderr(True) as said:  # the decoder's own lines, kept off the terminal
                 self.video.start(source.path)
-            fps = self.video.fps
-            while True:
-                with native_stderr(True):
+                fps = self.video.fps
+                while True:
                     results, frame = self.video.get_solved_frame()
-                read = self.video.frames.index
-                if frame is None:
-                    break
-                number = self.video.frames.index - 1  # with a frame step, the frames between are read and dropped
-                timestamp = round(number / fps, 3) if fps else None
-                own.extend(face_row(source.path, number, timestamp, r, self.labels) for r in results)
-                frames += 1
-                if frames - reported_frames >= REPORT_EVERY:
-                    self.report(frames - reported_frames, len(own) - reported_faces)
-                    reported_frames, reported_faces = frames, len(own)
+                    read = self.video.frames.index
+                    if frame is None:
+                        break
+                    number = read - 1  # with a frame step, the frames between are read and dropped
+                    timestamp = round(number / fps, 3) if fps else None
+                    own.extend(face_row(source.path, number, timestamp, r, self.labels) for r in results)
+                    frames += 1
+                    if frames - reported_frames >= REPORT_EVERY:
+                        self.report(frames - reported_frames, len(own) - reported_faces)
+                        reported_frames, reported_faces = frames, len(own)
         except Exception as exc:  # noqa: BLE001 - any failure of one video is its error entry; the others go on
             return SourceResult(source, "failed", frames, error=_reason(exc))
         finally:
@@ -175,7 +175,9 @@ class TaskRunner:
             return SourceResult(source, "failed", error="no frame could be decoded (not a video OpenCV can read?)")
         rows.extend(own)
         duration = round(read / fps, 3) if fps else None
-        return self._summarized(SourceResult(source, "done", frames, duration_s=duration), own)
+        result = self._summarized(SourceResult(source, "done", frames, duration_s=duration), own)
+        result.note = _decoder_note(said)
+        return result
 
     def _photo(self, source: Source, rows: list[dict]) -> SourceResult:
         try:
@@ -191,9 +193,13 @@ class TaskRunner:
         self.report(0, len(own))
         rows.extend(own)
         result = self._summarized(SourceResult(source, "done", 1), own)
-        if said:
-            result.error = f"the decoder says {said[0].strip()!r} (the part it could read is used)"
+        result.note = _decoder_note(said)
         return result
+
+
+def _decoder_note(said: list[str]) -> str | None:
+    """What a decoder said of a damaged file that could still be read, as a note (None when it said nothing)."""
+    return f"the decoder says {said[0].strip()!r} (the part it could read is used)" if said else None
 
 
 def _reason(exc: BaseException) -> str:
