@@ -168,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
     store = BatchStore(output, args.format, recorded, labels)
     todo = store.pending(sources, args.retry_failed)
     skipped = len(sources) - len(todo)
-    failed_before = sum(store.status(s) == "failed" for s in sources if s not in todo)
+    todo_paths = {s.path for s in todo}  # a set: archives hold hundreds of thousands of photos
+    failed_before = sum(store.status(s) == "failed" for s in sources if s.path not in todo_paths)
     workers = args.workers or default_workers()
     tasks = plan_tasks(todo, workers, args.photos_per_task)
     videos = sum(s.kind == "video" for s in todo)
