@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .classifier import ExpressionClassifier
-from .detectors import CascadeFaceDetector, create_detector
+from .detectors import VIDEO_DETECT_WIDTH, CascadeFaceDetector, create_detector
 from .metadata import ModelError
 from .image import to_bgr
 from .outputs import IMAGE_EXTENSIONS, Frame, Outputs, UsageError, frame_record
@@ -42,8 +42,6 @@ from .mqtt import MqttError, MqttPublisher, check_options, parse_broker_url
 from .terminal import ProgressLine, native_stderr, silence_opencv
 from .visualizer import Visualizer, draw_faces
 from .window import window_problem
-
-VIDEO_DETECT_WIDTH = 640
 
 
 def build_parts(args: argparse.Namespace, video: bool):

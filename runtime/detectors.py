@@ -13,6 +13,7 @@ import numpy as np
 from .image import to_bgr, to_gray
 
 NO_BOXES = np.zeros((0, 4), dtype=np.int32)
+VIDEO_DETECT_WIDTH = 640  # video and cameras are detected on a copy this wide (photos: runtime.photos)
 
 
 def _shrink_factor(width: int, detect_width: int | None) -> float:

@@ -29,9 +29,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ..camera_options import OneLineParser, _checked, package_version
-from ..classifier import SHIPPED_MODELS, ExpressionClassifier
-from ..detectors import DETECTORS, create_detector
+from ..camera_options import OneLineParser, add_model_options, checked, package_version
+from ..classifier import ExpressionClassifier
+from ..detectors import create_detector
 from ..metadata import ModelError
 from ..outputs import UsageError
 from ..progress import progress
@@ -58,29 +58,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--engine", choices=ENGINES, default="local",
                    help="local: worker processes on this machine (default); ray: Ray Data actors on a local Ray "
                         "or the cluster at --address (pip install 'fer-edge[cluster]')")
-    p.add_argument("--workers", type=_checked(int, lambda v: 1 <= v <= 1024, "an integer from 1 to 1024"),
+    p.add_argument("--workers", type=checked(int, lambda v: 1 <= v <= 1024, "an integer from 1 to 1024"),
                    help=f"worker processes, or Ray actors (default: the cores here, {default_workers()}; with "
                         "--engine ray on a cluster, its CPUs)")
     p.add_argument("--address", help="with --engine ray: the cluster, 'auto', HOST:PORT or ray://HOST:10001 "
                                      "(default $RAY_ADDRESS; without either a local Ray is started)")
-    p.add_argument("--model", help=f"expression ONNX model: {' or '.join(SHIPPED_MODELS)} (the shipped ones, "
-                                   "default fp32) or a file")
-    p.add_argument("--detector", choices=DETECTORS, default="auto",
-                   help="auto (default) or yunet: YuNet, shipped in the package; haar: OpenCV's Haar cascade")
-    p.add_argument("--detector-model", help="YuNet ONNX file (default: the model folder's, else the package's)")
-    p.add_argument("--every", type=_checked(int, lambda v: v >= 1, "an integer >= 1"), default=1, metavar="N",
+    add_model_options(p)
+    p.add_argument("--every", type=checked(int, lambda v: v >= 1, "an integer >= 1"), default=1, metavar="N",
                    help="videos: solve every N-th frame (default %(default)s: every frame)")
-    p.add_argument("--detect-every", type=_checked(int, lambda v: v >= 1, "an integer >= 1"),
+    p.add_argument("--detect-every", type=checked(int, lambda v: v >= 1, "an integer >= 1"),
                    default=DEFAULT_DETECT_EVERY, help="videos: full face detection every N solved frames (and at "
                                                       "scene cuts), faces followed in between (default %(default)s)")
-    p.add_argument("--smoothing", type=_checked(float, lambda v: math.isfinite(v) and 0 <= v < 1, "a rate in [0, 1)"),
+    p.add_argument("--smoothing", type=checked(float, lambda v: math.isfinite(v) and 0 <= v < 1, "a rate in [0, 1)"),
                    default=0.3, help="videos: smoothing rate across frames, 0 turns it off (default %(default)s)")
-    p.add_argument("--min-quality", type=_checked(float, lambda v: 0 <= v <= 1, "a number from 0 to 1"), metavar="Q",
+    p.add_argument("--min-quality", type=checked(float, lambda v: 0 <= v <= 1, "a number from 0 to 1"), metavar="Q",
                    help="flag faces below quality Q unreliable and leave them out of the summary's shares and the "
                         f"smoothing; the rows keep every face (default: flagged below {RELIABLE_QUALITY})")
     p.add_argument("--no-rotations", action="store_true",
                    help="photos: do not look for faces in the photo turned by 90, 180 and 270 degrees")
-    p.add_argument("--photos-per-task", type=_checked(int, lambda v: v >= 1, "an integer >= 1"),
+    p.add_argument("--photos-per-task", type=checked(int, lambda v: v >= 1, "an integer >= 1"),
                    default=PHOTOS_PER_TASK, metavar="N", help="photos are done in chunks of at most N (default "
                                                               "%(default)s, fewer when that leaves a worker idle)")
     p.add_argument("--retry-failed", action="store_true",
@@ -205,9 +201,7 @@ def run(args: argparse.Namespace) -> int:
                 run_ray(tasks, settings, args.workers, args.address or os.environ.get("RAY_ADDRESS"), on_output,
                         stop, notify=bar.write if not args.quiet else say)
             elif tasks:
-                import multiprocessing
-
-                counters = LocalCounters(multiprocessing.get_context("spawn"))
+                counters = LocalCounters()
                 run_local(tasks, settings, min(workers, len(tasks)), on_output, stop, counters,
                           tick=lambda: show(*counters.read()))
             stopped = stop.is_set()

@@ -66,7 +66,8 @@ def _died(task: Task, attempts: int) -> TaskOutput:
 class LocalCounters:
     """Frames and faces the local workers have done so far (shared memory, for the progress bar)."""
 
-    def __init__(self, context):
+    def __init__(self, context=None):
+        context = context or multiprocessing.get_context("spawn")
         self.frames, self.faces = context.Value("q", 0), context.Value("q", 0)
 
     def read(self) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from typing import Callable
 import cv2
 
 from ..classifier import ExpressionClassifier
-from ..detectors import create_detector
+from ..detectors import VIDEO_DETECT_WIDTH, create_detector
 from ..photos import read_photo
 from ..pipeline import FramePipeline
 from ..smoothing import LinearExponentialSmoothing
@@ -25,7 +25,6 @@ from ..terminal import native_stderr, silence_opencv
 from ..tracking import DEFAULT_DETECT_EVERY
 from .sources import Source, Task
 
-VIDEO_DETECT_WIDTH = 640  # as fer-camera: video is detected on a copy this wide
 REPORT_EVERY = 25  # frames between two progress reports of a video
 
 
