@@ -52,7 +52,8 @@ def degraded_photo(face: np.ndarray, blur: float, side: int) -> np.ndarray:
     return photo
 
 
-def collect(split: str, count: int | None, classifier: ExpressionClassifier) -> list[dict]:
+def collect(split: str, count: int | None, classifier: ExpressionClassifier,
+            variants: tuple[str, ...] = tuple(VARIANTS)) -> list[dict]:
     """One row per (face, variant): the truth, and what the pipeline said of the largest face found (if any)."""
     from training.datasets import load_dataset  # needs no torch
 
@@ -60,7 +61,8 @@ def collect(split: str, count: int | None, classifier: ExpressionClassifier) -> 
     picks = np.arange(len(data)) if count is None else np.sort(np.random.default_rng(0).permutation(len(data))[:count])
     pipeline = FramePipeline(YuNetFaceDetector(BUNDLED["yunet"].path), classifier, photos=True, largest_only=True)
     rows = []
-    for variant, (blur, side) in VARIANTS.items():
+    for variant in variants:
+        blur, side = VARIANTS[variant]
         for start in progress(range(0, len(picks), 64), desc=f"{split}, {variant}", leave=False):
             batch = picks[start:start + 64]
             photos = [degraded_photo(data.read(data.items[i]), blur, side) for i in batch]
@@ -100,7 +102,10 @@ def choose_threshold(rows: list[dict], target: float = TARGET) -> float:
 def table(rows: list[dict], threshold: float) -> list[str]:
     lines = ["| faces | found | right (of found) | reliable (of found) | right among reliable | right among unreliable |",
              "|---|---|---|---|---|---|"]
-    groups = {**{v: [r for r in rows if r["variant"] == v] for v in VARIANTS}, "all five": rows}
+    present = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
+    groups = {v: [r for r in rows if r["variant"] == v] for v in present}
+    if len(present) > 1:
+        groups[f"all {len(present)}"] = rows
     for name, group in groups.items():
         found = [r for r in group if r["found"]]
         reliable = [r for r in found if r["quality"] >= threshold]
@@ -149,11 +154,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=1500, help="faces per split (0: all)")
     p.add_argument("--model", help="ONNX model (default: the shipped fp32)")
     p.add_argument("--out", default="runs/quality", help="folder for the per-face rows (JSON)")
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help=f"comma-separated variants to run (default: all of {', '.join(VARIANTS)})")
     p.add_argument("--skip-clip", action="store_true", help="leave out the sample clip")
     p.add_argument("--from-rows", action="store_true",
                    help="do not run the pipeline: re-score the rows an earlier run saved in --out with the current "
                         "runtime.quality constants (to try other ramps or thresholds in seconds)")
     args = p.parse_args(argv)
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        p.error(f"--variants: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(VARIANTS)}")
     if not FERPLUS.is_dir():
         print(f"benchmarks.quality: error: FER+ not found at {FERPLUS} (set FERPLUS_ROOT)", file=sys.stderr)
         return 2
@@ -165,14 +176,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.from_rows:
             rows[split] = rescored(json.loads((out / f"faces_{split}.json").read_text()))
             continue
-        rows[split] = collect(split, args.count or None, classifier)
+        rows[split] = collect(split, args.count or None, classifier, variants)
         (out / f"faces_{split}.json").write_text(json.dumps(rows[split]))
     chosen = choose_threshold(rows["valid"])
     print(f"threshold chosen on FER2013Valid ({TARGET:.0%} of reliable faces right): {chosen} "
           f"(runtime.quality.RELIABLE_QUALITY = {RELIABLE_QUALITY})")
     for split in ("valid", "test"):
         faces = sum(r["variant"] == "clean" for r in rows[split])
-        print(f"\nFER2013{split.title()}, {faces} faces x {len(VARIANTS)} variants, "
+        print(f"\nFER2013{split.title()}, {faces} faces x {len({r['variant'] for r in rows[split]})} variants, "
               f"reliable = quality >= {RELIABLE_QUALITY}:")
         print("\n".join(table(rows[split], RELIABLE_QUALITY)))
     if not args.skip_clip:

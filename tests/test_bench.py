@@ -182,6 +182,19 @@ def test_quality_benchmark_chooses_on_valid_and_reports_test(ferplus, tmp_path):
                            tmp_path], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "threshold chosen on FER2013Valid" in done.stdout and "FER2013Test, 16 faces x 5 variants" in done.stdout
-    assert re.search(r"\| all five \| [\d.]+% \| [\d.]+% \|", done.stdout)
+    assert re.search(r"\| all 5 \| [\d.]+% \| [\d.]+% \|", done.stdout)
     rows = json.loads((tmp_path / "faces_test.json").read_text())
     assert len(rows) == 16 * 5 and {"clean", "blur 3", "16 px"} <= {r["variant"] for r in rows}
+
+
+def test_quality_benchmark_runs_only_the_variants_asked_for(ferplus, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "benchmarks.quality", "--count", "8", "--skip-clip", "--variants",
+                           "clean,16 px", "--out", tmp_path], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "FER2013Test, 8 faces x 2 variants" in done.stdout and "| all 2 |" in done.stdout
+    assert "| blur 3 |" not in done.stdout
+    rows = json.loads((tmp_path / "faces_valid.json").read_text())
+    assert len(rows) == 16 and {r["variant"] for r in rows} == {"clean", "16 px"}
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.quality", "--variants", "clean,blur 9", "--out", tmp_path],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown blur 9" in bad.stderr and "Traceback" not in bad.stderr
