@@ -2,8 +2,9 @@
 
 A detector that gives five landmarks (YuNet: eyes, nose tip, mouth corners) tells how far a face is tilted: the angle
 of its eye line. A model's metadata says from what tilt on it wants faces turned upright (`ModelMetadata.align_roll`,
-degrees): such a face is cut out as the square of its widened box (the model's `face_margin`, the framing it was
-trained on), rotated about the box's centre until the eye line is horizontal. A face tilted less is cut out as it
+degrees): such a face is cut out as the rectangle a level face gets (its box widened by the model's `face_margin`,
+the framing it was trained on, clipped to the frame) of the frame turned about the box's centre until the eye line
+is horizontal. A face tilted less is cut out as it
 is: the shipped model was trained on FER+'s own crops, tilted as they come (median 5 degrees, one in ten above 18)
 and randomly turned by up to 15 degrees more, and on FER2013Valid turning faces upright only from 20 degrees on is as
 accurate as never turning them, turning every face 1 point worse (`python -m benchmarks.aligned_ferplus`).
@@ -65,16 +66,40 @@ def to_frame(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return points @ inverse[:, :2].T + inverse[:, 2]
 
 
+def turned_rect(frame: np.ndarray, rect, centre: tuple[float, float], degrees: float, size: int) -> np.ndarray:
+    """The rectangle `rect` (x, y, w, h) of the frame turned by `degrees` about `centre` (counter-clockwise on the
+    screen, OpenCV's sense), edges beyond the frame replicated, with at most twice `size` pixels on its longer side
+    (a larger face is first shrunk with area interpolation, so the warp does not alias)."""
+    x, y, w, h = (float(v) for v in rect)
+    cx, cy = centre
+    reach = max(np.hypot(px - cx, py - cy) for px in (x, x + w) for py in (y, y + h)) + 2
+    height, width = frame.shape[:2]
+    x0, y0 = max(0, int(np.floor(cx - reach))), max(0, int(np.floor(cy - reach)))
+    x1, y1 = min(width, int(np.ceil(cx + reach))), min(height, int(np.ceil(cy + reach)))
+    region = frame[y0:y1, x0:x1]
+    scale = min(1.0, 2.0 * size / max(w, h))
+    if scale < 1.0:
+        shape = (max(1, round(region.shape[1] * scale)), max(1, round(region.shape[0] * scale)))
+        region = cv2.resize(region, shape, interpolation=cv2.INTER_AREA)
+    turn = cv2.getRotationMatrix2D(((cx - x0) * scale, (cy - y0) * scale), degrees, 1.0)
+    turn[:, 2] -= ((x - x0) * scale, (y - y0) * scale)
+    out_size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    out = cv2.warpAffine(region, turn, out_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(out_size[1], out_size[0], *frame.shape[2:])
+
+
 def face_crop(frame: np.ndarray, box, margin: float, landmarks: np.ndarray | None = None,
               align_roll: float | None = None, size: int | None = None) -> np.ndarray:
     """The face of `box` as the model wants it: the box widened by `margin` on every side and clipped to the frame
-    (a view, no copy); or, when `landmarks` show an eye line tilted more than `align_roll` degrees, the widened box's
-    square turned upright, `size` pixels wide (default: the box's own width)."""
-    if landmarks is not None and align_roll is not None:
+    (a view, no copy); or, when `landmarks` show an eye line tilted more than `align_roll` degrees, that same
+    rectangle of the frame turned upright about the box's centre (`turned_rect`; `size`, default the rectangle's
+    longer side, bounds its resolution). Tilted faces are thus framed as level ones are, clipped at the same edges:
+    on 1000 FER2013Test faces shown as photos turned by +-30 degrees this reads 0.9-1.6 points more faces right than
+    the unclipped square about the box turned upright (`benchmarks.photos`)."""
+    x, y, w, h = widen_box(box, margin, frame.shape)
+    if landmarks is not None and align_roll is not None and w > 0 and h > 0:
         roll = roll_degrees(landmarks)
         if abs(roll) > align_roll:
-            x, y, w, h = (float(v) for v in box)
-            side = max(w, h) * (1 + 2 * margin)
-            return rotated_square(frame, (x + w / 2, y + h / 2), side, roll, size or max(1, round(side)))
-    x, y, w, h = widen_box(box, margin, frame.shape)
+            bx, by, bw, bh = (float(v) for v in box)
+            return turned_rect(frame, (x, y, w, h), (bx + bw / 2, by + bh / 2), roll, size or max(w, h))
     return frame[y:y + h, x:x + w]

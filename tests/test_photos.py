@@ -194,10 +194,12 @@ def test_face_crop_turns_only_faces_tilted_beyond_the_models_angle(portrait, yun
     tilted = cv2.warpAffine(portrait, cv2.getRotationMatrix2D((w / 2, h / 2), 25, 1.0), (w, h))
     box, marks = face(tilted)
     crop = face_crop(tilted, box, 0.1, marks, align_roll=20.0, size=72)
-    assert crop.shape == (72, 72, 3)
+    as_is = face_crop(tilted, box, 0.1)
+    assert crop.shape[2] == 3 and max(crop.shape[:2]) <= 144  # the level framing's rectangle, at most twice `size`
+    assert abs(crop.shape[0] / crop.shape[1] - as_is.shape[0] / as_is.shape[1]) < 0.05
     # turned upright, it looks like the level face's crop, more than the tilted crop does
     reference = cv2.resize(plain, (72, 72)).astype(float).ravel()
-    as_is = cv2.resize(face_crop(tilted, box, 0.1), (72, 72))
+    crop, as_is = cv2.resize(crop, (72, 72)), cv2.resize(as_is, (72, 72))
     corr = [np.corrcoef(c.astype(float).ravel(), reference)[0, 1] for c in (crop, as_is)]
     assert corr[0] > 0.7 and corr[0] > corr[1] + 0.2, corr
 
