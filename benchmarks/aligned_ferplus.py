@@ -21,7 +21,7 @@ import numpy as np
 from runtime.progress import progress
 
 from runtime import ExpressionClassifier
-from runtime.align import roll_degrees, rotated_square
+from runtime.align import roll_degrees, turned_rect
 from runtime.detectors import create_detector
 from runtime.photos import PhotoDetector
 
@@ -47,7 +47,7 @@ def accuracy(classifier: ExpressionClassifier, faces: list[np.ndarray], labels: 
     for face, roll in zip(faces, tilts):
         turn = roll is not None and align_roll is not None and abs(roll) > align_roll
         side = face.shape[0]
-        crops.append(rotated_square(face, (side / 2, side / 2), side, roll, side) if turn else face)
+        crops.append(turned_rect(face, (0, 0, side, side), (side / 2, side / 2), roll, side) if turn else face)
     predicted = np.concatenate([classifier.predict(crops[i:i + 256]).argmax(1) for i in range(0, len(crops), 256)])
     return 100 * float(np.mean(predicted == labels))
 

@@ -53,12 +53,6 @@ def upright_view(frame: np.ndarray, centre: tuple[float, float], side: float, de
     return out.reshape(size, size, *frame.shape[2:]), (np.vstack([turn, (0, 0, 1)]) @ to_region)[:2]
 
 
-def rotated_square(frame: np.ndarray, centre: tuple[float, float], side: float, degrees: float,
-                   size: int) -> np.ndarray:
-    """`upright_view`'s image only."""
-    return upright_view(frame, centre, side, degrees, size)[0]
-
-
 def to_frame(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """Points [..., 2] of an `upright_view` back in the frame's coordinates (`matrix`: the view's)."""
     inverse = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
