@@ -31,13 +31,16 @@ from runtime.detectors import YuNetFaceDetector
 from runtime.models import BUNDLED
 from runtime.pipeline import FramePipeline
 from runtime.pose import HeadPose
-from runtime.quality import RELIABLE_QUALITY, face_quality
+from runtime.quality import RELIABLE_QUALITY, SHARPNESS, SIZE, Ramp, face_quality
 
 ROOT = Path(__file__).resolve().parent.parent
 FERPLUS = Path(os.environ.get("FERPLUS_ROOT", ROOT.parent / "shared" / "datasets" / "ferplus"))
 CLIP = ROOT.parent / "shared" / "media" / "short_hamilton_clip.mp4"
 VARIANTS = {"clean": (0.0, 48), "blur 1.5": (1.5, 48), "blur 3": (3.0, 48), "24 px": (0.0, 24), "16 px": (0.0, 16)}
 TARGET = 0.90  # share of reliable faces' top labels right
+# the ramps `--search` tries (runtime.quality's size and sharpness ramps): zero and one points
+SEARCH = {"size": [Ramp(z, o) for z, o in ((8, 24), (8, 32), (8, 40), (8, 48), (12, 36), (16, 32))],
+          "sharpness": [Ramp(z, o) for z in (0.6, 0.8, 1.0, 1.2, 1.4) for o in (1.6, 1.8, 2.0, 2.2, 2.6)]}
 
 
 def degraded_photo(face: np.ndarray, blur: float, side: int) -> np.ndarray:
@@ -53,21 +56,25 @@ def degraded_photo(face: np.ndarray, blur: float, side: int) -> np.ndarray:
 
 
 def collect(split: str, count: int | None, classifier: ExpressionClassifier,
-            variants: tuple[str, ...] = tuple(VARIANTS)) -> list[dict]:
-    """One row per (face, variant): the truth, and what the pipeline said of the largest face found (if any)."""
+            variants: tuple[str, ...] = tuple(VARIANTS), degraded_count: int | None = -1) -> list[dict]:
+    """One row per (face, variant): the truth, and what the pipeline said of the largest face found (if any).
+    `count` faces of the split (None: all), the same random ones for every variant; the degraded variants only the
+    first `degraded_count` of them (-1: as many as the clean ones)."""
     from training.datasets import load_dataset  # needs no torch
 
     data = load_dataset(f"ferplus:{FERPLUS}", split, classifier.labels)
-    picks = np.arange(len(data)) if count is None else np.sort(np.random.default_rng(0).permutation(len(data))[:count])
+    order = np.random.default_rng(0).permutation(len(data))
     pipeline = FramePipeline(YuNetFaceDetector(BUNDLED["yunet"].path), classifier, photos=True, largest_only=True)
     rows = []
     for variant in variants:
         blur, side = VARIANTS[variant]
+        n = count if variant == "clean" or degraded_count == -1 else degraded_count
+        picks = np.sort(order[:n]) if n else np.arange(len(data))
         for start in progress(range(0, len(picks), 64), desc=f"{split}, {variant}", leave=False):
             batch = picks[start:start + 64]
             photos = [degraded_photo(data.read(data.items[i]), blur, side) for i in batch]
             for i, results in zip(batch, pipeline.solve_batch(photos)):
-                row = {"variant": variant, "truth": int(data.hard_labels[i]), "found": bool(results)}
+                row = {"variant": variant, "index": int(i), "truth": int(data.hard_labels[i]), "found": bool(results)}
                 if results:
                     r = results[0]
                     row.update(right=bool(r["result"] == data.hard_labels[i]), quality=r["quality"],
@@ -77,26 +84,60 @@ def collect(split: str, count: int | None, classifier: ExpressionClassifier,
     return rows
 
 
-def rescored(rows: list[dict]) -> list[dict]:
-    """Saved rows with their quality recomputed from their signals by the current `runtime.quality.face_quality`."""
+def rescored(rows: list[dict], size_ramp: Ramp = SIZE, sharpness_ramp: Ramp = SHARPNESS) -> list[dict]:
+    """Saved rows with their quality recomputed from their signals by `runtime.quality.face_quality` (the shipped
+    ramps, or those given)."""
     for r in rows:
         if r["found"]:
-            r["quality"] = face_quality(r["probability"], r["side"], r["sharpness"], HeadPose(r["turned"], 0.0, 0.0))
+            r["quality"] = face_quality(r["probability"], r["side"], r["sharpness"], HeadPose(r["turned"], 0.0, 0.0),
+                                        size_ramp, sharpness_ramp)
     return rows
 
 
-def choose_threshold(rows: list[dict], target: float = TARGET) -> float:
-    """The lowest quality threshold (0.05 steps) at which at least `target` of the reliable faces are right, among
-    the clean faces and among all five variants."""
+def wilson_lower(right: int, count: int, z: float = 1.96) -> float:
+    """The lower end of the Wilson score interval (95% for z = 1.96) of a share of `right` out of `count`."""
+    if count == 0:
+        return 0.0
+    share = right / count
+    centre = share + z * z / (2 * count)
+    spread = z * np.sqrt(share * (1 - share) / count + z * z / (4 * count * count))
+    return float((centre - spread) / (1 + z * z / count))
+
+
+def choose_threshold(rows: list[dict], target: float = TARGET, least: int = 20) -> float:
+    """The lowest quality threshold (0.01 steps) at which the share of reliable faces right is at least `target`
+    with 95% confidence (`wilson_lower`) among the clean faces and among all of them, and at least `target` among
+    the reliable faces of each degraded variant that has `least` of them or more (1.0 if none)."""
     found = [r for r in rows if r["found"]]
     quality = np.array([r["quality"] for r in found])
     right = np.array([r["right"] for r in found])
-    clean = np.array([r["variant"] == "clean" for r in found])
-    for threshold in np.arange(0.0, 1.0, 0.05):
+    variant = np.array([r["variant"] for r in found])
+    for threshold in np.arange(0.0, 1.0, 0.01):
         kept = quality >= threshold - 1e-9
-        if (kept & clean).any() and right[kept].mean() >= target and right[kept & clean].mean() >= target:
+        clean = kept & (variant == "clean")
+        degraded = [kept & (variant == v) for v in sorted(set(variant) - {"clean"})]
+        if clean.any() and all(wilson_lower(int(right[g].sum()), int(g.sum())) >= target for g in (kept, clean)) \
+                and all(right[g].mean() >= target for g in degraded if g.sum() >= least):
             return round(float(threshold), 2)
     return 1.0
+
+
+def kept_share(rows: list[dict], threshold: float, variant: str | None = "clean") -> float:
+    """The share of a variant's faces (None: of all rows), found or not, flagged reliable at `threshold`."""
+    group = [r for r in rows if variant is None or r["variant"] == variant]
+    return sum(r["found"] and r["quality"] >= threshold - 1e-9 for r in group) / max(len(group), 1)
+
+
+def search(rows: list[dict]) -> list[tuple[float, float, Ramp, Ramp, float]]:
+    """Every pair of ramps in SEARCH with the threshold `choose_threshold` gives it on `rows` (FER2013Valid) and the
+    shares of all faces and of the clean ones it keeps reliable, most kept first."""
+    out = []
+    for size_ramp in SEARCH["size"]:
+        for sharpness_ramp in SEARCH["sharpness"]:
+            threshold = choose_threshold(rescored(rows, size_ramp, sharpness_ramp))
+            out.append((kept_share(rows, threshold, None), kept_share(rows, threshold), size_ramp, sharpness_ramp,
+                        threshold))
+    return sorted(out, key=lambda t: (-round(t[0], 4), -t[1]))
 
 
 def table(rows: list[dict], threshold: float) -> list[str]:
@@ -152,11 +193,18 @@ def clip_lines(classifier: ExpressionClassifier, threshold: float) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--count", type=int, default=1500, help="faces per split (0: all)")
+    p.add_argument("--degraded-count", type=int, default=-1,
+                   help="faces per split in each degraded variant, the first of the clean ones (0: all; default: as "
+                        "many as --count): a blurred photo in which no face is found upright is searched turned and "
+                        "tilted, 20 times slower than a clean one")
     p.add_argument("--model", help="ONNX model (default: the shipped fp32)")
     p.add_argument("--out", default="runs/quality", help="folder for the per-face rows (JSON)")
     p.add_argument("--variants", default=",".join(VARIANTS),
                    help=f"comma-separated variants to run (default: all of {', '.join(VARIANTS)})")
     p.add_argument("--skip-clip", action="store_true", help="leave out the sample clip")
+    p.add_argument("--search", action="store_true",
+                   help="try every pair of size and sharpness ramps in SEARCH on FER2013Valid's rows (each with the "
+                        "threshold the rule chooses) and print the five that keep the most clean faces reliable")
     p.add_argument("--from-rows", action="store_true",
                    help="do not run the pipeline: re-score the rows an earlier run saved in --out with the current "
                         "runtime.quality constants (to try other ramps or thresholds in seconds)")
@@ -176,8 +224,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.from_rows:
             rows[split] = rescored(json.loads((out / f"faces_{split}.json").read_text()))
             continue
-        rows[split] = collect(split, args.count or None, classifier, variants)
+        rows[split] = collect(split, args.count or None, classifier, variants, args.degraded_count)
         (out / f"faces_{split}.json").write_text(json.dumps(rows[split]))
+    if args.search:
+        print("size ramp | sharpness ramp | threshold | FER2013Valid reliable: all faces, clean faces | "
+              "FER2013Test clean faces: reliable, right among them")
+        for share_all, share, size_ramp, sharpness_ramp, threshold in search(rows["valid"])[:5]:
+            test = [r for r in rescored(rows["test"], size_ramp, sharpness_ramp) if r["variant"] == "clean"]
+            kept = [r for r in test if r["found"] and r["quality"] >= threshold - 1e-9]
+            print(f"{size_ramp.zero:g}-{size_ramp.one:g} px | {sharpness_ramp.zero:g}-{sharpness_ramp.one:g} | "
+                  f"{threshold} | {100 * share_all:.1f}%, {100 * share:.1f}% | {100 * kept_share(test, threshold):.1f}%, "
+                  f"{100 * np.mean([r['right'] for r in kept]):.1f}%")
+        rescored(rows["valid"]), rescored(rows["test"])  # back to the shipped ramps
     chosen = choose_threshold(rows["valid"])
     print(f"threshold chosen on FER2013Valid ({TARGET:.0%} of reliable faces right): {chosen} "
           f"(runtime.quality.RELIABLE_QUALITY = {RELIABLE_QUALITY})")

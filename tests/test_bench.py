@@ -185,6 +185,12 @@ def test_quality_benchmark_chooses_on_valid_and_reports_test(ferplus, tmp_path):
     assert re.search(r"\| all 5 \| [\d.]+% \| [\d.]+% \|", done.stdout)
     rows = json.loads((tmp_path / "faces_test.json").read_text())
     assert len(rows) == 16 * 5 and {"clean", "blur 3", "16 px"} <= {r["variant"] for r in rows}
+    # the saved rows re-scored with every pair of ramps tried, without the pipeline: five rows, most kept first
+    search = subprocess.run([sys.executable, "-m", "benchmarks.quality", "--from-rows", "--search", "--skip-clip",
+                             "--out", tmp_path], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert search.returncode == 0, search.stderr
+    found = re.findall(r"^\d+-\d+ px \| [\d.]+-[\d.]+ \| [\d.]+ \| ([\d.]+)%, [\d.]+% \|", search.stdout, re.M)
+    assert len(found) == 5 and [float(x) for x in found] == sorted((float(x) for x in found), reverse=True)
 
 
 def test_quality_benchmark_runs_only_the_variants_asked_for(ferplus, tmp_path):
@@ -198,3 +204,20 @@ def test_quality_benchmark_runs_only_the_variants_asked_for(ferplus, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "benchmarks.quality", "--variants", "clean,blur 9", "--out", tmp_path],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "unknown blur 9" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_quality_threshold_rule_needs_confidence_and_every_degraded_kind():
+    """benchmarks.quality.choose_threshold: 90% right with 95% confidence among clean and all reliable faces, and 90%
+    among each degraded kind with 20 reliable faces or more."""
+    from benchmarks.quality import choose_threshold, wilson_lower
+
+    def faces(variant, quality, count, right):
+        return [{"variant": variant, "found": True, "quality": quality, "right": i < right} for i in range(count)]
+
+    assert wilson_lower(96, 100) == pytest.approx(0.9016, abs=1e-4) and wilson_lower(0, 0) == 0.0
+    clean = faces("clean", 0.9, 500, 480) + faces("clean", 0.5, 500, 300)  # 96% right above 0.5, 78% with them
+    assert choose_threshold(clean) == 0.51
+    assert choose_threshold(faces("clean", 0.9, 40, 37)) == 1.0  # 92.5% right, but of 40: not 90% with confidence
+    # a degraded kind read 70% right at 0.8: the threshold rises above it; with 19 such faces it does not count
+    assert choose_threshold(clean + faces("blur 3", 0.8, 20, 14)) == 0.81
+    assert choose_threshold(clean + faces("blur 3", 0.8, 19, 13)) == 0.51
