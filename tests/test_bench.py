@@ -38,6 +38,8 @@ def test_fps_report_fields(tiny_onnx, media, tmp_path):
 def test_fps_missing_video(tmp_path):
     done = _bench("--source", tmp_path / "none.mp4", timeout=120)
     assert done.returncode == 2 and "video not found" in done.stderr and "Traceback" not in done.stderr
+    done = _bench("--source", ROOT / "tests" / "data" / "portrait_pan.mp4", "--rounds", "0", timeout=120)
+    assert done.returncode == 2 and "--rounds 0: give 1 or more" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_recall_counts_one_to_one_matches():
