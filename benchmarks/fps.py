@@ -122,8 +122,8 @@ def face_latency(classifier: ExpressionClassifier, face: np.ndarray, repeats: in
 
 def run_pipeline(name: str, source: Path, frames: int, pipeline: FramePipeline, decode_only: float) -> RunReport:
     """Decode, solve and draw `frames` frames, timing each stage, after WARMUP frames solved untimed (a new model
-    session's first calls are slow: without them the first variant of a --compare run read 9% slower than the same
-    work later in the run)."""
+    session's first calls are slow: without them the first variant of a --compare run read up to 10% slower than the
+    same work later in the run)."""
     capture = cv2.VideoCapture(str(source))
     for _ in range(WARMUP):
         ok, frame = capture.read()

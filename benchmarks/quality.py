@@ -60,7 +60,7 @@ def degraded_photo(face: np.ndarray, blur: float, side: int) -> np.ndarray:
 
 
 def collect(split: str, count: int | None, classifier: ExpressionClassifier,
-            variants: tuple[str, ...] = tuple(VARIANTS), degraded_count: int | None = -1) -> list[dict]:
+            variants: tuple[str, ...] = tuple(VARIANTS), degraded_count: int = -1) -> list[dict]:
     """One row per (face, variant): the truth, and what the pipeline said of the largest face found (if any).
     `count` faces of the split (None: all), the same random ones for every variant; the degraded variants only the
     first `degraded_count` of them (-1: as many as the clean ones)."""
@@ -89,13 +89,11 @@ def collect(split: str, count: int | None, classifier: ExpressionClassifier,
 
 
 def rescored(rows: list[dict], size_ramp: Ramp = SIZE, sharpness_ramp: Ramp = SHARPNESS) -> list[dict]:
-    """Saved rows with their quality recomputed from their signals by `runtime.quality.face_quality` (the shipped
-    ramps, or those given)."""
-    for r in rows:
-        if r["found"]:
-            r["quality"] = face_quality(r["probability"], r["side"], r["sharpness"], HeadPose(r["turned"], 0.0, 0.0),
-                                        size_ramp, sharpness_ramp)
-    return rows
+    """Copies of saved rows with their quality recomputed from their signals by `runtime.quality.face_quality` (the
+    shipped ramps, or those given)."""
+    return [{**r, "quality": face_quality(r["probability"], r["side"], r["sharpness"],
+                                          HeadPose(r["turned"], 0.0, 0.0), size_ramp, sharpness_ramp)}
+            if r["found"] else r for r in rows]
 
 
 def wilson_lower(right: int, count: int, z: float = 1.96) -> float:
@@ -138,9 +136,10 @@ def search(rows: list[dict]) -> list[tuple[float, float, Ramp, Ramp, float]]:
     out = []
     for size_ramp in SEARCH["size"]:
         for sharpness_ramp in SEARCH["sharpness"]:
-            threshold = choose_threshold(rescored(rows, size_ramp, sharpness_ramp))
-            out.append((kept_share(rows, threshold, None), kept_share(rows, threshold), size_ramp, sharpness_ramp,
-                        threshold))
+            scored = rescored(rows, size_ramp, sharpness_ramp)
+            threshold = choose_threshold(scored)
+            out.append((kept_share(scored, threshold, None), kept_share(scored, threshold), size_ramp,
+                        sharpness_ramp, threshold))
     return sorted(out, key=lambda t: (-round(t[0], 4), -t[1]))
 
 
@@ -240,7 +239,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{size_ramp.zero:g}-{size_ramp.one:g} px | {sharpness_ramp.zero:g}-{sharpness_ramp.one:g} | "
                   f"{threshold} | {100 * share_all:.1f}%, {100 * share:.1f}% | {100 * kept_share(test, threshold):.1f}%, "
                   f"{100 * np.mean([r['right'] for r in kept]):.1f}%")
-        rescored(rows["valid"]), rescored(rows["test"])  # back to the shipped ramps
     chosen = choose_threshold(rows["valid"])
     print(f"threshold chosen on FER2013Valid ({TARGET:.0%} of reliable faces right, with 95% confidence): {chosen} "
           f"(runtime.quality.RELIABLE_QUALITY = {RELIABLE_QUALITY})")

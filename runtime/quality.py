@@ -8,9 +8,10 @@ Four signals, each turned into a factor in [0, 1] by a linear ramp between two m
 - the head pose (`runtime.pose`): the larger of |yaw| and |pitch|, a face turned away.
 A signal that is not known (no landmarks: no pose) counts as 1. `reliable` is quality >= RELIABLE_QUALITY, chosen on
 FER2013Valid with faces shown as photos, clean, blurred and downscaled (`python -m benchmarks.quality`): the lowest
-threshold (in steps of 0.01) at which the share of reliable faces whose top label is right is at least 90% with 95%
-confidence (the lower Wilson bound), among the clean faces, among each degraded kind with 100 reliable faces or more,
-and among all of them. The label is given whatever the flag.
+threshold (in steps of 0.01) at which the reliable faces' top labels are right at least 90% of the time with 95%
+confidence (the lower Wilson bound) among the clean faces and among all of them, and at least 90% of the time among
+each degraded kind with 20 reliable faces or more (`benchmarks.quality.choose_threshold`). The label is given
+whatever the flag.
 """
 from __future__ import annotations
 
