@@ -93,8 +93,8 @@ def parse_args(argv: list[str] | None, description: str = "") -> argparse.Namesp
                    default=None, help="video and camera: detect on a copy this wide, 0 for full size (default "
                                       "640); photos are searched at several scales whatever their size")
     p.add_argument("--no-rotations", action="store_true",
-                   help="photos: do not look for faces in the photo turned by 90, 180 and 270 degrees when none is "
-                        "found upright, nor check each face's orientation")
+                   help="photos: do not look for faces in the photo turned by 90, 180 and 270 degrees or tilted when "
+                        "none is found upright, nor check each face's orientation")
     p.add_argument("--headless", action="store_true", help="never open a window")
     p.add_argument("--output", help="annotated .mp4/.avi for video or camera; image file or folder for images")
     p.add_argument("--json", help="write one JSON line per frame here")

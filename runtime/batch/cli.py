@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="flag faces below quality Q unreliable and leave them out of the summary's shares and the "
                         f"smoothing; the rows keep every face (default: flagged below {RELIABLE_QUALITY})")
     p.add_argument("--no-rotations", action="store_true",
-                   help="photos: do not look for faces in the photo turned by 90, 180 and 270 degrees")
+                   help="photos: do not look for faces in the photo turned by 90, 180 and 270 degrees or tilted")
     p.add_argument("--photos-per-task", type=checked(int, lambda v: v >= 1, "an integer >= 1"),
                    default=PHOTOS_PER_TASK, metavar="N", help="photos are done in chunks of at most N (default "
                                                               "%(default)s, fewer when that leaves a worker idle)")
