@@ -83,7 +83,8 @@ def collect(split: str, count: int | None, classifier: ExpressionClassifier,
                     r = results[0]
                     row.update(right=bool(r["result"] == data.hard_labels[i]), quality=r["quality"],
                                probability=round(r["probability"], 4), side=min(r["box"][2:]),
-                               sharpness=r["sharpness"], turned=max(abs(r.get("yaw", 0)), abs(r.get("pitch", 0))))
+                               sharpness=r["sharpness"], turned=max(abs(r.get("yaw", 0)), abs(r.get("pitch", 0))),
+                               yaw=r.get("yaw"), pitch=r.get("pitch"))
                 rows.append(row)
     return rows
 
