@@ -83,8 +83,7 @@ def collect(split: str, count: int | None, classifier: ExpressionClassifier,
                     r = results[0]
                     row.update(right=bool(r["result"] == data.hard_labels[i]), quality=r["quality"],
                                probability=round(r["probability"], 4), side=min(r["box"][2:]),
-                               sharpness=r["sharpness"], turned=max(abs(r.get("yaw", 0)), abs(r.get("pitch", 0))),
-                               yaw=r.get("yaw"), pitch=r.get("pitch"))
+                               sharpness=r["sharpness"], yaw=r.get("yaw"), pitch=r.get("pitch"))
                 rows.append(row)
     return rows
 
@@ -93,7 +92,8 @@ def rescored(rows: list[dict], size_ramp: Ramp = SIZE, sharpness_ramp: Ramp = SH
     """Copies of saved rows with their quality recomputed from their signals by `runtime.quality.face_quality` (the
     shipped ramps, or those given)."""
     return [{**r, "quality": face_quality(r["probability"], r["side"], r["sharpness"],
-                                          HeadPose(r["turned"], 0.0, 0.0), size_ramp, sharpness_ramp)}
+                                          HeadPose(r["yaw"], r["pitch"], 0.0) if r["yaw"] is not None else None,
+                                          size_ramp, sharpness_ramp)}
             if r["found"] else r for r in rows]
 
 

@@ -294,6 +294,12 @@ def test_a_large_photo_is_held_once_while_it_is_decoded(portrait, tmp_path):
     assert size == 6000 * 3375 * 3 and grew < 1.3 * size
 
 
+def _eye_line(photos: PhotoDetector, photo: np.ndarray) -> float | None:
+    """The eye line's angle of the first face `photos` finds in `photo` (None: no face)."""
+    boxes = photos.detect(photo)
+    return roll_degrees(photos.last_landmarks[tuple(int(v) for v in boxes[0])]) if len(boxes) else None
+
+
 def test_faces_missed_upright_are_found_in_the_photo_tilted(ferplus, yunet_model):
     # FER+ faces as small photos turned by 30 degrees inside their own canvas (their corners cut off): YuNet misses
     # about one in six upright; the whole-photo looks at +-15 to +-75 degrees find them
@@ -304,14 +310,9 @@ def test_faces_missed_upright_are_found_in_the_photo_tilted(ferplus, yunet_model
     faces, _ = ferplus_test_faces(ferplus, ExpressionClassifier().labels, 60)
     photos = PhotoDetector(YuNetFaceDetector(yunet_model))
     found, tilts, agree, pairs = 0, [], 0, 0
-
-    def roll(photo):
-        boxes = photos.detect(photo)
-        return roll_degrees(photos.last_landmarks[tuple(int(v) for v in boxes[0])]) if len(boxes) else None
-
     for face in faces:
-        upright = roll(ferplus_photo(face))
-        turned_roll = roll(turned(ferplus_photo(face), 30, grow=False))
+        upright = _eye_line(photos, ferplus_photo(face))
+        turned_roll = _eye_line(photos, turned(ferplus_photo(face), 30, grow=False))
         found += turned_roll is not None
         if turned_roll is not None:
             tilts.append(photos.last_tilt)
@@ -334,16 +335,11 @@ def test_a_tilted_face_missed_upright_is_not_read_upside_down(ferplus, yunet_mod
 
     faces, _ = ferplus_test_faces(ferplus, ExpressionClassifier().labels, 200)
     photos = PhotoDetector(YuNetFaceDetector(yunet_model))
-
-    def roll(photo):
-        boxes = photos.detect(photo)
-        return roll_degrees(photos.last_landmarks[tuple(int(v) for v in boxes[0])]) if len(boxes) else None
-
     missed_upright = off = 0
     for face in faces:
-        upright = roll(ferplus_photo(face))
+        upright = _eye_line(photos, ferplus_photo(face))
         for degrees in (30, -30):
-            tilted = roll(turned(ferplus_photo(face), degrees, grow=False))
+            tilted = _eye_line(photos, turned(ferplus_photo(face), degrees, grow=False))
             if upright is None or tilted is None or (photos.last_turn == 0 and photos.last_tilt == 0):
                 continue
             missed_upright += 1
